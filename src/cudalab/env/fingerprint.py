@@ -1,0 +1,146 @@
+"""The environment fingerprint that every run stores in its manifest (``cudalab env`` prints it).
+
+Versions are those *loaded at run time* (torch's cuDNN and NCCL as torch reports them, the driver as
+NVML reports it), not what a package manager believes is installed: the two differ exactly when a
+result cannot be reproduced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cudalab import __version__
+from cudalab.env.probe import probe_container, probe_driver, probe_nvml, probe_os, probe_torch_import
+
+#: Environment variables that change numerics, placement or communication; recorded when set.
+RECORDED_ENV_PREFIXES = (
+    "CUDA_",
+    "NCCL_",
+    "NVIDIA_",
+    "TORCH_",
+    "PYTORCH_",
+    "CUBLAS_",
+    "CUDNN_",
+    "OMP_",
+    "MKL_",
+)
+
+
+def installed_packages() -> list[str]:
+    """Every installed distribution as ``name==version``, sorted case-insensitively, without duplicates."""
+    seen: dict[str, str] = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            seen.setdefault(name.lower().replace("_", "-"), f"{name}=={dist.version}")
+    return [seen[k] for k in sorted(seen)]
+
+
+def packages_hash(packages: list[str]) -> str:
+    """sha256 of the package list (one ``name==version`` per line): equal hashes, equal environments."""
+    return hashlib.sha256("\n".join(packages).encode()).hexdigest()
+
+
+def git_state(cwd: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
+    """Commit, branch and dirtiness of the git work tree holding ``cwd``; None outside a work tree."""
+
+    def git(*args: str) -> str | None:
+        try:
+            r = subprocess.run(
+                ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return None
+    status = git("status", "--porcelain") or ""
+    lines = [ln for ln in status.splitlines() if ln]
+    return {
+        "root": git("rev-parse", "--show-toplevel"),
+        "commit": commit,
+        "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
+        "dirty": any(not ln.startswith("??") for ln in lines),
+        "untracked": sum(1 for ln in lines if ln.startswith("??")),
+    }
+
+
+def fingerprint(
+    cwd: str | os.PathLike[str] | None = None,
+    *,
+    packages: bool = True,
+    environ: Mapping[str, str] | None = None,
+    argv: list[str] | None = None,
+) -> dict[str, Any]:
+    """Describe the environment a result is produced in.
+
+    Parameters
+    ----------
+    cwd
+        Folder whose git state is recorded (the current one by default).
+    packages
+        Include the full ``name==version`` list (the hash is always included).
+    environ
+        Environment to record variables from (``os.environ`` by default).
+    argv
+        Command line to record (``sys.argv`` by default).
+    """
+    env = os.environ if environ is None else environ
+    os_p, container, driver, nvml, torch_p = (
+        probe_os(),
+        probe_container(env),
+        probe_driver(),
+        probe_nvml(),
+        probe_torch_import(),
+    )
+    pkgs = installed_packages()
+    t = torch_p.value or {}
+    gpus = [
+        {k: g.get(k) for k in ("index", "name", "uuid", "compute_capability", "memory_total_bytes")}
+        for g in (nvml.get("gpus") or [])
+    ] or [
+        {k: d.get(k) for k in ("index", "name", "compute_capability", "memory_total_bytes")}
+        for d in t.get("devices", [])
+    ]
+    return {
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cudalab": __version__,
+        "python": {
+            "version": sys.version.split()[0],
+            "implementation": sys.implementation.name,
+            "executable": sys.executable,
+        },
+        "platform": {k: os_p.get(k) for k in ("system", "kernel", "machine", "distro", "hostname", "cpus")},
+        "torch": {
+            "version": t.get("version"),
+            "git_version": t.get("git_version"),
+            "cuda": t.get("cuda"),
+            "hip": t.get("hip"),
+            "cudnn": t.get("cudnn"),
+            "nccl": t.get("nccl"),
+            "cuda_available": t.get("cuda_available"),
+            "error": torch_p.error,
+        },
+        "driver": {
+            "version": nvml.get("driver_version") or driver.get("version"),
+            "cuda": nvml.get("driver_cuda"),
+            "source": "nvml" if nvml.ok else ("/proc/driver/nvidia/version" if driver.ok else None),
+        },
+        "gpus": gpus,
+        "container": {k: container.get(k) for k in ("runtime", "image", "image_digest")},
+        "git": git_state(cwd if cwd is not None else Path.cwd()),
+        "command": list(sys.argv if argv is None else argv),
+        "env": {k: v for k, v in sorted(env.items()) if k.startswith(RECORDED_ENV_PREFIXES)},
+        "packages_sha256": packages_hash(pkgs),
+        **({"packages": pkgs} if packages else {}),
+    }
