@@ -33,9 +33,9 @@ def wall(cmd: list[str], repeats: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--quick", action="store_true", help="2 repeats")
+    ap.add_argument("--quick", action="store_true", help="1 repeat")
     args = ap.parse_args()
-    repeats = 2 if args.quick else args.repeats
+    repeats = 1 if args.quick else args.repeats
     gpu = gpu_evidence(collect(import_torch=False).probes)
     target = 3.0 if gpu else 1.0
     device = "gpu" if gpu else "cpu-only"

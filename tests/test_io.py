@@ -16,7 +16,7 @@ def test_writes_and_replaces(tmp_path: Path) -> None:
     atomic_write_json(target, {"x": 1})
     atomic_write_json(target, {"x": 2})
     assert json.loads(target.read_text()) == {"x": 2}
-    assert os.listdir(target.parent) == ["b.json"]
+    assert [p.name for p in target.parent.iterdir()] == ["b.json"]
 
 
 def test_failure_keeps_the_old_file_and_leaves_no_temp(
@@ -32,4 +32,4 @@ def test_failure_keeps_the_old_file_and_leaves_no_temp(
     with pytest.raises(OSError, match="disk full"):
         atomic_write_bytes(target, b"new" * 1000)
     assert target.read_bytes() == b"old"
-    assert os.listdir(tmp_path) == ["ckpt.bin"]
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.bin"]
