@@ -11,16 +11,18 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q -e '.[radio]'
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[radio,dev]'
 	touch $@ $(VENV)/.installed
 
+# The main job: simulate a 13 s, 512-channel observation with bursts, a pulsar and RFI, search it
+# (GPU when usable), and write demo-out/search/report.html. About 30 s on a 2-core CPU.
 demo: $(VENV)/.installed
 	$(BIN)/cudalab doctor
-	$(BIN)/cudalab bench --quick
+	$(BIN)/cudalab radio demo --out demo-out
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest

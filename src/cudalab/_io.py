@@ -2,25 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename, fsync folder).
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
-    The temporary file lives beside the target so that :func:`os.replace` stays on one file system
-    and is atomic; the folder is fsynced so that the rename itself survives a power cut.
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
+    """Open a binary file that appears at ``path`` only when the block completes without error.
+
+    The data go to a temporary file beside the target (same file system, so :func:`os.replace` is
+    atomic), which is fsynced, given the permissions a normal ``open`` would (0666 less the umask;
+    ``mkstemp`` would leave 0600), renamed over the target, and the folder fsynced so the rename
+    survives a power cut. On an exception the temporary file is removed and the target untouched.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
@@ -32,11 +44,17 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-    return target
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; see :func:`atomic_open`."""
+    with atomic_open(path) as fh:
+        fh.write(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write UTF-8 ``text`` atomically; see :func:`atomic_write_bytes`."""
+    """Write UTF-8 ``text`` atomically; see :func:`atomic_open`."""
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 

@@ -203,6 +203,24 @@ def env_cmd(
     raise typer.Exit(ExitCode.OK)
 
 
+def _add_workloads() -> None:
+    """Each workload contributes its own sub-commands; one whose extras are missing says so when used."""
+    try:
+        from cudalab.radio.cli import app as radio_app
+    except ImportError as exc:  # cudalab installed without [radio]
+        missing = exc.name or "a radio dependency"
+        radio_app = typer.Typer(name="radio", help="Radio search (needs: pip install 'cudalab[radio]').")
+
+        @radio_app.callback(invoke_without_command=True)
+        def _missing() -> None:
+            raise CudalabError(f"the radio commands need {missing}: pip install 'cudalab[radio]'")
+
+    app.add_typer(radio_app, name="radio")
+
+
+_add_workloads()
+
+
 # --------------------------------------------------------------------------------------------------
 # entry points
 # --------------------------------------------------------------------------------------------------

@@ -1,0 +1,143 @@
+"""Candidates: the search's product, written as CSV and in heimdall's ``.cand`` column order."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cudalab._io import atomic_write_text
+from cudalab.errors import CudalabError
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One clustered detection.
+
+    Attributes
+    ----------
+    snr
+        Boxcar S/N of the brightest member.
+    dm
+        DM of that member, pc cm^-3.
+    time_s
+        Arrival time at the centre of the highest-frequency channel, seconds from the file's start.
+    width_s
+        Boxcar width, seconds.
+    sample
+        ``time_s`` in native samples.
+    dm_index
+        Index of ``dm`` in the search's DM trials.
+    members
+        Giants merged into this candidate.
+    width_samples
+        Boxcar width in native samples (a power of two).
+    dm_lo, dm_hi
+        DM range spanned by the members.
+    begin_sample, end_sample
+        Sample range spanned by the members.
+    mjd
+        Topocentric MJD of ``time_s`` (at the top channel).
+    fref_mhz
+        The reference frequency of ``time_s`` (the top channel's centre).
+    """
+
+    snr: float
+    dm: float
+    time_s: float
+    width_s: float
+    sample: int
+    dm_index: int
+    members: int
+    width_samples: int
+    dm_lo: float
+    dm_hi: float
+    begin_sample: int
+    end_sample: int
+    mjd: float
+    fref_mhz: float
+
+
+CSV_COLUMNS = tuple(f.name for f in fields(Candidate))
+#: heimdall's candidate file: S/N, sample, time (s), boxcar filter (log2 width), DM trial, DM,
+#: members, first sample, last sample.
+CAND_COLUMNS = (
+    "snr",
+    "sample",
+    "time_s",
+    "filter",
+    "dm_index",
+    "dm",
+    "members",
+    "begin_sample",
+    "end_sample",
+)
+
+
+def to_csv(cands: Sequence[Candidate]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for c in cands:
+        row = asdict(c)
+        w.writerow([_fmt(row[k]) for k in CSV_COLUMNS])
+    return buf.getvalue()
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        return f"{v:.10g}"
+    return str(v)
+
+
+def to_cand(cands: Sequence[Candidate]) -> str:
+    """heimdall's whitespace-separated ``.cand`` text (no header line, as heimdall writes it)."""
+    lines = []
+    for c in cands:
+        filt = int(np.log2(max(c.width_samples, 1)))
+        lines.append(
+            f"{c.snr:.6g}\t{c.sample}\t{c.time_s:.9g}\t{filt}\t{c.dm_index}\t{c.dm:.6g}\t{c.members}\t"
+            f"{c.begin_sample}\t{c.end_sample}"
+        )
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def write_candidates(
+    out_dir: Path, cands: Sequence[Candidate], stem: str = "candidates"
+) -> tuple[Path, Path]:
+    """Write ``stem.csv`` and ``stem.cand`` atomically, sorted by S/N (brightest first)."""
+    ordered = sorted(cands, key=lambda c: -c.snr)
+    return (
+        atomic_write_text(out_dir / f"{stem}.csv", to_csv(ordered)),
+        atomic_write_text(out_dir / f"{stem}.cand", to_cand(ordered)),
+    )
+
+
+def read_candidates(path: str | Path) -> list[Candidate]:
+    """Read a ``candidates.csv`` written by :func:`write_candidates`."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CudalabError(f"{p}: {exc.strerror}") from None
+    rows = list(csv.DictReader(io.StringIO(text)))
+    types = {f.name: f.type for f in fields(Candidate)}
+    out = []
+    for i, row in enumerate(rows, start=2):
+        try:
+            values: dict[str, Any] = {
+                k: int(row[k]) if types[k] == "int" else float(row[k]) for k in CSV_COLUMNS
+            }
+            out.append(Candidate(**values))
+        except (KeyError, ValueError) as exc:
+            raise CudalabError(f"{p}: line {i}: bad candidate row ({exc})") from None
+    return out
+
+
+def as_table(cands: Iterable[Candidate]) -> list[dict[str, float | int]]:
+    return [asdict(c) for c in cands]

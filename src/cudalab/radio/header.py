@@ -1,0 +1,137 @@
+"""The immutable description of an observation, common to SIGPROC and PSRFITS data."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """What a search needs to know about a file.
+
+    Attributes
+    ----------
+    path
+        The file it came from ("" for data built in memory).
+    format
+        ``"sigproc"`` or ``"psrfits"``.
+    nchans
+        Number of frequency channels.
+    nsamples
+        Number of time samples in the file.
+    tsamp_s
+        Sampling time, seconds.
+    fch1_mhz
+        Centre frequency of the first channel as stored, MHz.
+    foff_mhz
+        Channel spacing, MHz; negative for a descending band (the usual SIGPROC order).
+    nbits
+        Bits per sample as stored.
+    tstart_mjd
+        Start time (MJD, topocentric UTC) of the first sample.
+    source_name
+        Source name as recorded.
+    data_type
+        SIGPROC data type: 1 filterbank, 2 time series.
+    npol_stored
+        Polarisation products in the file (after reading, data are total intensity).
+    signed
+        Whether 8-bit samples are signed.
+    refdm
+        Reference DM of a dedispersed time series (pc cm^-3), else 0.
+    extra
+        Every other header key, as read.
+    """
+
+    path: str
+    format: str
+    nchans: int
+    nsamples: int
+    tsamp_s: float
+    fch1_mhz: float
+    foff_mhz: float
+    nbits: int
+    tstart_mjd: float = 0.0
+    source_name: str = ""
+    data_type: int = 1
+    npol_stored: int = 1
+    signed: bool = False
+    refdm: float = 0.0
+    extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        where = self.path or "header"
+        if self.nchans < 1:
+            raise ValueError(f"{where}: nchans must be >= 1, not {self.nchans}")
+        if not self.tsamp_s > 0:
+            raise ValueError(f"{where}: tsamp must be > 0 s, not {self.tsamp_s}")
+        if self.nbits not in (1, 2, 4, 8, 16, 32):
+            raise ValueError(f"{where}: nbits must be 1, 2, 4, 8, 16 or 32, not {self.nbits}")
+        if self.nsamples < 0:
+            raise ValueError(f"{where}: nsamples must be >= 0, not {self.nsamples}")
+        if self.data_type == 1 and not self.fch1_mhz > 0:
+            raise ValueError(f"{where}: fch1 must be > 0 MHz, not {self.fch1_mhz}")
+        if self.data_type == 1 and self.nchans > 1 and self.foff_mhz == 0:
+            raise ValueError(f"{where}: foff must not be 0 for {self.nchans} channels")
+        object.__setattr__(self, "extra", MappingProxyType(dict(self.extra)))
+
+    # ------------------------------------------------------------------ derived quantities
+    @property
+    def freqs_mhz(self) -> NDArray[np.float64]:
+        """Centre frequency of each channel in stored order, MHz.  Shape: ``(nchans,)``."""
+        return self.fch1_mhz + self.foff_mhz * np.arange(self.nchans, dtype=np.float64)
+
+    @property
+    def fmax_mhz(self) -> float:
+        """Centre of the highest-frequency channel: the reference for every time we report."""
+        return float(self.freqs_mhz.max())
+
+    @property
+    def fmin_mhz(self) -> float:
+        """Centre of the lowest-frequency channel."""
+        return float(self.freqs_mhz.min())
+
+    @property
+    def bandwidth_mhz(self) -> float:
+        """Total bandwidth, MHz (channel count times channel width)."""
+        return abs(self.foff_mhz) * self.nchans
+
+    @property
+    def ascending(self) -> bool:
+        """True when the first channel is the lowest frequency."""
+        return self.foff_mhz > 0
+
+    @property
+    def duration_s(self) -> float:
+        """Length of the observation, seconds."""
+        return self.nsamples * self.tsamp_s
+
+    def with_(self, **changes: Any) -> Header:
+        """A copy with ``changes`` applied (headers are values)."""
+        return replace(self, **changes)
+
+    def summary(self) -> dict[str, Any]:
+        """Plain-JSON description for reports and manifests."""
+        return {
+            "path": self.path,
+            "format": self.format,
+            "source_name": self.source_name,
+            "nchans": self.nchans,
+            "nsamples": self.nsamples,
+            "tsamp_s": self.tsamp_s,
+            "duration_s": self.duration_s,
+            "fch1_mhz": self.fch1_mhz,
+            "foff_mhz": self.foff_mhz,
+            "fmax_mhz": self.fmax_mhz,
+            "fmin_mhz": self.fmin_mhz,
+            "bandwidth_mhz": self.bandwidth_mhz,
+            "nbits": self.nbits,
+            "npol_stored": self.npol_stored,
+            "tstart_mjd": self.tstart_mjd,
+        }

@@ -1,0 +1,353 @@
+"""The single-pulse search, file to candidates: clean, dedisperse, search, cluster, cut out, report.
+
+Data stream through in gulps that overlap by the maximum dispersion delay plus the widest boxcar, so
+memory is bounded by one gulp whatever the file's length, and every output sample is searched once.
+Everything runs on the GPU when one is usable (``device="auto"``), else on the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from cudalab._io import atomic_write_json
+from cudalab.errors import CudalabError
+from cudalab.radio.candidates import Candidate, write_candidates
+from cudalab.radio.constants import DM_CONSTANT
+from cudalab.radio.dedisperse import dedisperse, scrunch_time
+from cudalab.radio.header import Header
+from cudalab.radio.observation import open_observation
+from cudalab.radio.plan import DedispersionPlan, make_plan
+from cudalab.radio.rfi import RfiConfig, clean_block
+from cudalab.radio.search import Giants, cluster_giants, find_giants, normalise
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchConfig:
+    """Every dial of the search.  Presets: :func:`default_config`.
+
+    Attributes
+    ----------
+    dm_min, dm_max
+        DM range, pc cm^-3.
+    dm_tolerance
+        heimdall's DM-grid tolerance (1.25).
+    pulse_width_us
+        Intrinsic width assumed for the DM grid, microseconds (heimdall: 40).
+    snr_threshold
+        Boxcar S/N above which a sample is a giant.
+    max_width_s
+        Widest boxcar, seconds (rounded down to a power of two in samples).
+    baseline_s
+        Running-median window for each DM trial's baseline, seconds.
+    scrunch, scrunch_tolerance, max_scrunch
+        Adaptive time scrunching (see :mod:`cudalab.radio.plan`).
+    gulp
+        Native samples advanced per block (memory ~ nchans x (gulp + overlap) x 4 bytes, plus the
+        dedispersed block ndm x gulp x 4 bytes).
+    rfi
+        Interference mitigation.
+    time_tol, dm_index_tol, width_tol
+        Friends-of-friends separations: boxcar widths, DM trials, factors of two in width.
+    cutouts
+        FETCH cutouts for the brightest N candidates.
+    report_top
+        Candidates shown with plots in the report.
+    device
+        ``auto`` (GPU when usable), ``cpu`` or ``cuda``.
+    k_dm
+        Dispersion constant, s MHz^2 pc^-1 cm^3.
+    """
+
+    dm_min: float = 0.0
+    dm_max: float = 1000.0
+    dm_tolerance: float = 1.25
+    pulse_width_us: float = 40.0
+    snr_threshold: float = 6.0
+    max_width_s: float = 0.05
+    baseline_s: float = 2.0
+    scrunch: bool = True
+    scrunch_tolerance: float = 1.15
+    max_scrunch: int = 16
+    gulp: int = 1 << 15
+    rfi: RfiConfig = field(default_factory=RfiConfig)
+    time_tol: float = 3.0
+    dm_index_tol: int = 20
+    width_tol: int = 3
+    cutouts: int = 20
+    report_top: int = 8
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    k_dm: float = DM_CONSTANT
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.dm_min <= self.dm_max:
+            raise ValueError(f"need 0 <= dm_min <= dm_max, got {self.dm_min}, {self.dm_max}")
+        if self.snr_threshold <= 0 or self.max_width_s <= 0 or self.baseline_s <= 0:
+            raise ValueError("snr_threshold, max_width_s and baseline_s must be > 0")
+        if self.gulp < 256:
+            raise ValueError(f"gulp must be >= 256 samples, not {self.gulp}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, not {self.device!r}")
+        if self.cutouts < 0 or self.report_top < 0:
+            raise ValueError("cutouts and report_top must be >= 0")
+
+
+def default_config() -> SearchConfig:
+    """DM 0-1000, S/N >= 6, boxcars to 50 ms: a general FRB and pulsar single-pulse search."""
+    return SearchConfig()
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto``: the GPU when torch can use one; ``cuda`` without a GPU is a user error."""
+    if name == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if name == "cuda":
+        raise CudalabError("--device cuda: no usable CUDA GPU (run 'cudalab doctor' to see why)")
+    return torch.device("cpu")
+
+
+@dataclass
+class SearchResult:
+    """What a search found and how it ran."""
+
+    header: Header
+    plan: DedispersionPlan
+    candidates: list[Candidate]
+    giants: Giants
+    mask_fraction: float
+    masked_channels: list[int]
+    device: str
+    seconds: float
+    stages: dict[str, float]
+    config: SearchConfig
+
+    @property
+    def realtime_factor(self) -> float:
+        return self.header.duration_s / self.seconds if self.seconds > 0 else math.inf
+
+
+def _widths(max_width_s: float, tsamp_s: float) -> list[int]:
+    top = max(1, int(2 ** math.floor(math.log2(max(max_width_s / tsamp_s, 1.0)))))
+    return [2**k for k in range(int(math.log2(top)) + 1)]
+
+
+def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None = None) -> SearchResult:
+    """Search ``path`` and return the candidates (brightest first); writes nothing."""
+    t_start = time.perf_counter()
+    device = pick_device(cfg.device)
+    obs = open_observation(path)
+    h = obs.header
+    if h.data_type == 2 or h.nchans < 2:
+        raise CudalabError(
+            f"{h.path}: a dedispersed time series (nchans={h.nchans}) cannot be searched over DM"
+        )
+    plan = make_plan(
+        h,
+        cfg.dm_min,
+        cfg.dm_max,
+        tolerance=cfg.dm_tolerance,
+        pulse_width_us=cfg.pulse_width_us,
+        scrunch=cfg.scrunch,
+        scrunch_tolerance=cfg.scrunch_tolerance,
+        max_scrunch=cfg.max_scrunch,
+        k_dm=cfg.k_dm,
+    )
+    widths = _widths(cfg.max_width_s, h.tsamp_s)
+    max_w = widths[-1]
+    max_s = int(plan.scrunch.max())
+    overlap = plan.max_delay + max_w + max_s
+    gulp = max(cfg.gulp, 2 * overlap)
+    gulp = (
+        -(-gulp // max_s) * max_s
+    )  # a multiple of every scrunch factor: blocks start on whole scrunched samples
+    groups = [
+        (s, idx, torch.from_numpy(plan.delays_scrunched(s, idx)).to(device)) for s, idx in plan.groups()
+    ]
+    stages = {"read": 0.0, "clean": 0.0, "dedisperse": 0.0, "search": 0.0, "cluster": 0.0}
+    parts: list[Giants] = []
+    mask_union = np.zeros(h.nchans, dtype=bool)
+    masked_sum = 0.0
+    nblocks = 0
+    total = h.nsamples
+    t = time.perf_counter()
+    for block in obs.blocks(gulp, overlap):
+        stages["read"] += time.perf_counter() - t
+        t = time.perf_counter()
+        x = torch.from_numpy(block.data).to(device, non_blocking=True)
+        x, mask = clean_block(x, cfg.rfi)
+        weights = (~mask).float()
+        mask_np = mask.cpu().numpy()
+        mask_union |= mask_np
+        masked_sum += float(mask_np.mean())
+        nblocks += 1
+        stages["clean"] += time.perf_counter() - t
+        for factor, idx, delays in groups:
+            t = time.perf_counter()
+            xs = scrunch_time(x, factor)
+            valid_s = -(-block.valid // factor)
+            nout = min(xs.shape[1] - int(delays.max()), valid_s + max_w // factor)
+            if nout <= 0:
+                continue
+            series = dedisperse(xs, delays, nout, weights=weights)
+            stages["dedisperse"] += time.perf_counter() - t
+            t = time.perf_counter()
+            z = normalise(series, max(8, int(cfg.baseline_s / (h.tsamp_s * factor))))
+            parts.append(
+                find_giants(
+                    z,
+                    idx,
+                    threshold=cfg.snr_threshold,
+                    widths=[max(1, w // factor) for w in widths if w >= factor] or [1],
+                    scrunch=factor,
+                    first_sample=block.start,
+                    valid=valid_s,
+                )
+            )
+            stages["search"] += time.perf_counter() - t
+        if progress is not None:
+            progress("search", min(block.start + block.valid, total), total)
+        t = time.perf_counter()
+    t = time.perf_counter()
+    giants = Giants.concat(parts)
+    clusters = cluster_giants(giants, time_tol=cfg.time_tol, dm_tol=cfg.dm_index_tol, width_tol=cfg.width_tol)
+    cands = []
+    for k, g in enumerate(clusters.best):
+        cands.append(
+            Candidate(
+                snr=float(giants.snr[g]),
+                dm=float(plan.dms[giants.dm_index[g]]),
+                time_s=float(giants.sample[g] * h.tsamp_s),
+                width_s=float(giants.width[g] * h.tsamp_s),
+                sample=int(giants.sample[g]),
+                dm_index=int(giants.dm_index[g]),
+                members=int(clusters.members[k]),
+                width_samples=int(giants.width[g]),
+                dm_lo=float(plan.dms[clusters.dm_index_min[k]]),
+                dm_hi=float(plan.dms[clusters.dm_index_max[k]]),
+                begin_sample=int(max(0, clusters.begin[k])),
+                end_sample=int(clusters.end[k]),
+                mjd=h.tstart_mjd + float(giants.sample[g] * h.tsamp_s) / 86400.0,
+                fref_mhz=h.fmax_mhz,
+            )
+        )
+    cands.sort(key=lambda c: -c.snr)
+    stages["cluster"] = time.perf_counter() - t
+    return SearchResult(
+        header=h,
+        plan=plan,
+        candidates=cands,
+        giants=giants,
+        mask_fraction=masked_sum / max(nblocks, 1),
+        masked_channels=np.flatnonzero(mask_union).tolist(),
+        device=str(device),
+        seconds=time.perf_counter() - t_start,
+        stages=stages,
+        config=cfg,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# writing a search's outputs
+# --------------------------------------------------------------------------------------------------
+
+
+def _prepare_out_dir(out_dir: Path) -> Path:
+    """A fresh staging folder beside ``out_dir``; refuses to replace a folder that is not a search's."""
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise CudalabError(f"{out_dir}: exists and is not a directory")
+        entries = {p.name for p in out_dir.iterdir()}
+        if entries and "candidates.csv" not in entries and "search.json" not in entries:
+            raise CudalabError(f"{out_dir}: exists and is not a cudalab search output; choose another --out")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir()
+    return stage
+
+
+def _publish(stage: Path, out_dir: Path) -> None:
+    """Swap the finished staging folder into place; the old output (if any) goes only once the new is whole."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+        os.replace(out_dir, old)
+    os.replace(stage, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def run_search(
+    path: str | Path,
+    out_dir: str | Path,
+    cfg: SearchConfig,
+    progress: Progress | None = None,
+    truth: dict[str, Any] | None = None,
+) -> SearchResult:
+    """Search ``path`` and write ``out_dir``: candidates.csv / .cand, cands/*.h5, report.html, search.json.
+
+    The folder appears complete or not at all: it is assembled beside its destination and renamed.
+    """
+    from cudalab.radio.cutouts import make_cutout, write_fetch_h5
+    from cudalab.radio.report import write_report
+
+    out = Path(out_dir)
+    result = search_file(path, cfg, progress)
+    stage = _prepare_out_dir(out)
+    try:
+        write_candidates(stage, result.candidates)
+        obs = open_observation(path)
+        device = torch.device(result.device)
+        cutouts = {}
+        top = result.candidates[: cfg.cutouts]
+        for i, cand in enumerate(top):
+            cut = make_cutout(obs, cand, k_dm=cfg.k_dm, rfi=cfg.rfi, device=device)
+            cand_id = f"cand_{i:04d}_t{cand.time_s:.4f}_dm{cand.dm:.1f}_snr{cand.snr:.1f}"
+            write_fetch_h5(stage / "cands" / f"{cand_id}.h5", cut, cand, result.header, cand_id)
+            cutouts[i] = cut
+            if progress is not None:
+                progress("cutouts", i + 1, len(top))
+        atomic_write_json(
+            stage / "rfi_mask.json",
+            {
+                "masked_channels": result.masked_channels,
+                "mean_masked_fraction": result.mask_fraction,
+                "freqs_mhz": [float(f) for f in result.header.freqs_mhz[result.masked_channels]],
+            },
+        )
+        atomic_write_json(
+            stage / "search.json",
+            {
+                "file": str(path),
+                "header": result.header.summary(),
+                "plan": result.plan.summary(),
+                "config": asdict(cfg),
+                "device": result.device,
+                "seconds": result.seconds,
+                "realtime_factor": result.realtime_factor,
+                "stages_s": result.stages,
+                "giants": len(result.giants),
+                "candidates": len(result.candidates),
+                "time_reference": f"centre of the highest channel, {result.header.fmax_mhz:.6f} MHz",
+            },
+        )
+        write_report(stage, result, cutouts, truth=truth)
+        _publish(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return result
