@@ -44,19 +44,37 @@ def zero_dm(data: torch.Tensor) -> torch.Tensor:
     return data - data.mean(dim=0, keepdim=True)
 
 
+def _channel_z(stat: torch.Tensor, window: int) -> torch.Tensor:
+    """Robust z-score of a per-channel statistic against its neighbours.
+
+    The scale is the largest of three: the MAD of the detrended statistic; the noise of the statistic,
+    from the robust spread of its second differences / sqrt(6) (they cancel a linear trend); and the
+    bandpass's typical change per channel, median |first difference|. The last bounds the running
+    median's own bias, which on a sloped band moves by one channel's change per outlier in its window.
+    (A running median of a smooth monotonic band reproduces most channels exactly, so the MAD alone
+    can be 0 and would make every z-score 0, or tiny and flag the neighbours of every outlier.)
+    """
+    resid = detrend_channels(stat, window)
+    scale = (resid - resid.median()).abs().median() * MAD_TO_STD
+    if stat.numel() >= 5:
+        d1 = stat[1:] - stat[:-1]
+        d2 = d1[1:] - d1[:-1]
+        scale = torch.maximum(scale, (d2 - d2.median()).abs().median() * MAD_TO_STD / 6**0.5)
+        scale = torch.maximum(scale, d1.abs().median())
+    return (resid - resid.median()) / scale.clamp_min(1e-12)
+
+
 def channel_mask_mad(data: torch.Tensor, threshold: float = 5.0, window: int = 33) -> torch.Tensor:
     """Channels whose mean or standard deviation is an outlier among their neighbours.
 
-    Both statistics are detrended across frequency, then turned into robust z-scores; |z| >
-    ``threshold`` in either flags the channel, as does a channel without variance (dead or clipped).
+    Both statistics are detrended across frequency and turned into robust z-scores (``_channel_z``);
+    |z| > ``threshold`` in either flags the channel, as does a channel without variance (dead or clipped).
     Returns a bool mask, True = bad.  Shape: ``(nchans,)``.
     """
     mean = data.mean(dim=1)
     std = data.std(dim=1)
     dead = std <= 1e-6 * std.abs().max().clamp_min(1e-30)
-    z_mean = robust_z(detrend_channels(mean, window), dim=0)
-    z_std = robust_z(detrend_channels(std, window), dim=0)
-    return dead | (z_mean.abs() > threshold) | (z_std.abs() > threshold)
+    return dead | (_channel_z(mean, window).abs() > threshold) | (_channel_z(std, window).abs() > threshold)
 
 
 def spectral_kurtosis_mask(data: torch.Tensor, threshold: float = 5.0) -> torch.Tensor:

@@ -1,0 +1,85 @@
+"""Baseline, boxcars, giants and clustering."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from cudalab.radio.search import Giants, cluster_giants, find_giants, normalise, running_median
+
+
+def test_running_median_follows_a_slope_and_ignores_a_pulse() -> None:
+    t = torch.arange(20000, dtype=torch.float32)
+    y = (0.001 * t + torch.randn(20000, generator=torch.Generator().manual_seed(0)))[None]
+    y[0, 10000:10020] += 50
+    base = running_median(y, 2000)
+    assert (base - 0.001 * t).abs()[0, 500:-500].max() < 0.25
+    assert (base[0, 10000:10020] - 10.0).abs().max() < 0.3
+
+
+def test_running_median_tail_is_not_one_sample() -> None:
+    """Regression: a ragged last chunk padded with copies of the last sample made a noisy baseline there."""
+    y = torch.randn(3, 10_050, generator=torch.Generator().manual_seed(4))
+    y[:, -1] = 8.0  # an outlier at the very end
+    base = running_median(y, 2000)
+    assert base[:, -200:].abs().max() < 0.3
+
+
+def test_normalise_gives_unit_noise() -> None:
+    y = 5 + 3 * torch.randn(4, 50000, generator=torch.Generator().manual_seed(1))
+    z = normalise(y, 4000)
+    assert z.median().abs() < 0.05 and (z.std(dim=1) - 1).abs().max() < 0.03
+
+
+def test_boxcar_finds_a_pulse_at_its_width_and_place() -> None:
+    z = torch.randn(3, 6000, generator=torch.Generator().manual_seed(2))
+    z[1, 3000:3016] += 3.0  # 16-sample pulse: boxcar S/N 3 * sqrt(16) = 12 at width 16
+    g = find_giants(
+        z,
+        np.array([10, 11, 12]),
+        threshold=7.0,
+        widths=[1, 2, 4, 8, 16, 32],
+        scrunch=1,
+        first_sample=100,
+        valid=6000,
+    )
+    best = int(np.argmax(g.snr))
+    assert g.dm_index[best] == 11 and g.width[best] == 16
+    assert abs(g.sample[best] - (100 + 3008)) <= 2 and 10.5 < g.snr[best] < 13.5
+    assert (g.dm_index == 11).all()  # nothing from pure noise at 7 sigma in 18k samples x 6 widths
+
+
+def test_scrunched_giants_report_native_samples_and_widths() -> None:
+    z = torch.zeros(1, 1000)
+    z[0, 400:402] = 10.0
+    g = find_giants(z, np.array([0]), threshold=5, widths=[2], scrunch=4, first_sample=8000, valid=1000)
+    assert g.width.tolist() == [8] and g.sample.tolist() == [8000 + 400 * 4 + 4]
+
+
+def test_valid_limits_the_block_to_its_own_samples() -> None:
+    z = torch.zeros(1, 1000)
+    z[0, 950] = 10.0
+    g = find_giants(z, np.array([0]), threshold=5, widths=[1], scrunch=1, first_sample=0, valid=900)
+    assert len(g) == 0
+
+
+def test_clustering_merges_a_bow_tie_and_separates_distinct_pulses() -> None:
+    # One burst seen at 15 neighbouring trials (bow-tie), another far away in time, a third far in DM.
+    dm_idx = np.r_[np.arange(100, 115), [107, 400]]
+    sample = np.r_[10_000 + 2 * (dm_idx[:15] - 107), [50_000, 10_000]]
+    snr = np.r_[12 - 0.5 * np.abs(dm_idx[:15] - 107), [9.0, 8.0]].astype(np.float32)
+    g = Giants(
+        snr=snr,
+        sample=sample.astype(np.int64),
+        width=np.full(17, 8, np.int64),
+        dm_index=dm_idx.astype(np.int64),
+    )
+    cl = cluster_giants(g, time_tol=3, dm_tol=20)
+    assert len(cl.best) == 3
+    biggest = int(np.argmax(cl.members))
+    assert cl.members[biggest] == 15 and g.dm_index[cl.best[biggest]] == 107
+    assert cl.dm_index_min[biggest] == 100 and cl.dm_index_max[biggest] == 114
+
+
+def test_clustering_empty() -> None:
+    assert len(cluster_giants(Giants.empty()).best) == 0
