@@ -24,7 +24,7 @@ class Candidate:
     snr
         Boxcar S/N of the brightest member.
     dm
-        DM of that member, pc cm^-3.
+        DM, pc cm^-3.
     time_s
         Arrival time at the centre of the highest-frequency channel, seconds from the file's start.
     width_s
@@ -32,7 +32,10 @@ class Candidate:
     sample
         ``time_s`` in native samples.
     dm_index
-        Index of ``dm`` in the search's DM trials.
+        Index of the DM trial that found it.
+    dm_trial
+        That trial's DM; ``dm`` is refined from the data between the neighbouring trials
+        (:mod:`cudalab.radio.refine`) for the brightest candidates, and equals ``dm_trial`` otherwise.
     members
         Giants merged into this candidate.
     width_samples
@@ -53,6 +56,7 @@ class Candidate:
     width_s: float
     sample: int
     dm_index: int
+    dm_trial: float
     members: int
     width_samples: int
     dm_lo: float
@@ -90,9 +94,8 @@ def to_csv(cands: Sequence[Candidate]) -> str:
 
 
 def _fmt(v: object) -> str:
-    if isinstance(v, float):
-        return f"{v:.10g}"
-    return str(v)
+    # repr: the shortest text that reads back to the same float (an MJD needs ~15 digits for microseconds).
+    return repr(v) if isinstance(v, float) else str(v)
 
 
 def to_cand(cands: Sequence[Candidate]) -> str:

@@ -89,12 +89,7 @@ def make_cutout(
     delays = np.rint(
         dispersion_delay_s(dms[:, None], h.freqs_mhz[None, :], h.fmax_mhz, k_dm) / h.tsamp_s
     ).astype(np.int64)
-    start = cand.sample - span // 2
-    need = span + int(delays.max())
-    lo = max(0, start)
-    raw = obs.read(lo, need - (lo - start))
-    data = np.zeros((h.nchans, need), dtype=np.float32)
-    data[:, lo - start : lo - start + raw.shape[1]] = raw
+    data = obs.read_padded(cand.sample - span // 2, span + int(delays.max()))
     x, mask = clean_block(
         torch.from_numpy(data).to(device),
         RfiConfig(

@@ -55,6 +55,15 @@ class Observation:
         n = self.header.nsamples - start if count is None else count
         return self._reader.read(start, n)
 
+    def read_padded(self, start: int, count: int) -> NDArray[np.float32]:
+        """``count`` samples from ``start`` (which may be negative or run past the end), zero outside the
+        file.  Shape: ``(nchans, count)``. For windows around a candidate near the file's edges."""
+        out = np.zeros((self.header.nchans, count), dtype=np.float32)
+        lo = max(0, start)
+        raw = self._reader.read(lo, count - (lo - start))
+        out[:, lo - start : lo - start + raw.shape[1]] = raw
+        return out
+
     def blocks(self, gulp: int, overlap: int = 0) -> Iterator[Block]:
         """Stream the file in blocks of ``gulp + overlap`` samples that advance by ``gulp``.
 

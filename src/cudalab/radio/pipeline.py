@@ -12,7 +12,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +27,7 @@ from cudalab.radio.dedisperse import dedisperse, scrunch_time
 from cudalab.radio.header import Header
 from cudalab.radio.observation import open_observation
 from cudalab.radio.plan import DedispersionPlan, make_plan
+from cudalab.radio.refine import refine_dm
 from cudalab.radio.rfi import RfiConfig, clean_block
 from cudalab.radio.search import Giants, cluster_giants, find_giants, normalise
 
@@ -60,6 +61,8 @@ class SearchConfig:
         Interference mitigation.
     time_tol, dm_index_tol, width_tol
         Friends-of-friends separations: boxcar widths, DM trials, factors of two in width.
+    refine
+        Refine the DM of the brightest N candidates from the data (:mod:`cudalab.radio.refine`).
     cutouts
         FETCH cutouts for the brightest N candidates.
     report_top
@@ -85,6 +88,7 @@ class SearchConfig:
     time_tol: float = 3.0
     dm_index_tol: int = 20
     width_tol: int = 3
+    refine: int = 50
     cutouts: int = 20
     report_top: int = 8
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -99,8 +103,8 @@ class SearchConfig:
             raise ValueError(f"gulp must be >= 256 samples, not {self.gulp}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, not {self.device!r}")
-        if self.cutouts < 0 or self.report_top < 0:
-            raise ValueError("cutouts and report_top must be >= 0")
+        if self.cutouts < 0 or self.report_top < 0 or self.refine < 0:
+            raise ValueError("refine, cutouts and report_top must be >= 0")
 
 
 def default_config() -> SearchConfig:
@@ -229,6 +233,7 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
             Candidate(
                 snr=float(giants.snr[g]),
                 dm=float(plan.dms[giants.dm_index[g]]),
+                dm_trial=float(plan.dms[giants.dm_index[g]]),
                 time_s=float(giants.sample[g] * h.tsamp_s),
                 width_s=float(giants.width[g] * h.tsamp_s),
                 sample=int(giants.sample[g]),
@@ -245,6 +250,17 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
         )
     cands.sort(key=lambda c: -c.snr)
     stages["cluster"] = time.perf_counter() - t
+    t = time.perf_counter()
+    for i, c in enumerate(cands[: cfg.refine]):
+        j = c.dm_index
+        lo, hi = plan.dms[max(j - 1, 0)], plan.dms[min(j + 1, len(plan.dms) - 1)]
+        dm, _ = refine_dm(
+            obs, c.sample, c.width_samples, float(lo), float(hi), k_dm=cfg.k_dm, rfi=cfg.rfi, device=device
+        )
+        cands[i] = replace(c, dm=dm)
+        if progress is not None:
+            progress("refine DM", i + 1, min(len(cands), cfg.refine))
+    stages["refine"] = time.perf_counter() - t
     return SearchResult(
         header=h,
         plan=plan,

@@ -78,12 +78,14 @@ def channel_mask_mad(data: torch.Tensor, threshold: float = 5.0, window: int = 3
 
 
 def spectral_kurtosis_mask(data: torch.Tensor, threshold: float = 5.0) -> torch.Tensor:
-    """Channels whose samples are not Gaussian over the block: intermittent carriers, bursty RFI.
+    """Channels whose samples are distributed unlike the rest of the band: intermittent carriers, bursty RFI.
 
-    The per-channel excess kurtosis of the block, which is 0 +- sqrt(24 / M) for Gaussian noise of
-    M samples (the spectral-kurtosis test of Nita & Gary 2010, in the form for already-integrated,
-    offset and scaled filterbank data where the power-domain estimator's d is unknown). A carrier
-    switching on and off makes it strongly positive; a steady sinusoid, negative.
+    The per-channel excess kurtosis of the block (the spectral-kurtosis test of Nita & Gary 2010, in the
+    form for already-integrated, offset and scaled filterbank data where the power-domain estimator's d is
+    unknown), judged against the band's median kurtosis rather than the Gaussian 0: coarsely quantised
+    data (1-4 bits) have a kurtosis far from 0 in *every* channel. The scale is the larger of the Gaussian
+    standard error sqrt(24 / M) and the robust spread across channels. A carrier switching on and off
+    makes the kurtosis strongly positive; a steady sinusoid, negative.
     Returns a bool mask, True = bad.  Shape: ``(nchans,)``.
     """
     m = data.shape[1]
@@ -91,9 +93,14 @@ def spectral_kurtosis_mask(data: torch.Tensor, threshold: float = 5.0) -> torch.
         return torch.zeros(data.shape[0], dtype=torch.bool, device=data.device)
     x = data - data.mean(dim=1, keepdim=True)
     var = (x * x).mean(dim=1)
+    live = var > 0
+    if not bool(live.any()):
+        return torch.zeros(data.shape[0], dtype=torch.bool, device=data.device)
     kurt = (x**4).mean(dim=1) / var.clamp_min(1e-30) ** 2 - 3.0
-    sigma = (24.0 / m) ** 0.5
-    return (kurt.abs() > threshold * sigma) & (var > 0)
+    ref = kurt[live].median()
+    spread = (kurt[live] - ref).abs().median() * MAD_TO_STD
+    scale = torch.maximum(spread, torch.tensor((24.0 / m) ** 0.5, device=data.device))
+    return ((kurt - ref).abs() > threshold * scale) & live
 
 
 @dataclass(frozen=True, slots=True)
