@@ -34,3 +34,28 @@ def test_benchmark_quick_prints_measured_reference_and_ratio(script: str) -> Non
         assert first["reference_s"] > 0 and first["doctor_s"] > 0
     else:
         assert first["by_hand"] > 0 and first["cudalab_bench"] > 0
+
+
+def test_radio_injection_quick_reports_recall_against_the_goal(shared_data: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "CUDALAB_DATA": str(shared_data)}
+    r = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "radio_injection.py"), "--quick", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    records = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    inj = {x["case"]: x for x in records if x["benchmark"] == "radio_injection"}
+    assert set(inj) == {"synthetic", "apertif"}
+    synth = inj["synthetic"]
+    assert synth["reference_value"] == 0.95 and synth["ratio"] == pytest.approx(
+        synth["recall_snr_ge_10"] / 0.95
+    )
+    assert (
+        synth["detected_snr_ge_10"] == 1.0
+    )  # every S/N >= 10 burst is found; DM accuracy is reported beside it
+    noise = next(x for x in records if x["benchmark"] == "radio_false_alarms")
+    assert noise["candidates_ge_8"] == 0

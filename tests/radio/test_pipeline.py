@@ -190,3 +190,14 @@ def test_done_when_1024_channels_13_seconds(tmp_path: Path) -> None:
     rec = recovery(res.candidates, truth, snr_min=10.0)
     assert rec["recovered"] == rec["injected"] == 6, rec["rows"]
     assert rec["unmatched_dispersed"] == 0, rec["unmatched"]
+
+
+@pytest.mark.gpu
+def test_gpu_search_finds_what_the_cpu_search_finds(small_obs: tuple[Path, dict]) -> None:
+    path, truth = small_obs
+    cpu = search_file(path, CFG)
+    gpu = search_file(path, replace(CFG, device="cuda"))
+    assert gpu.device.startswith("cuda")
+    strong = lambda r: [(c.sample, c.dm_index, c.width_samples) for c in r.candidates if c.snr >= 8]  # noqa: E731
+    assert strong(gpu) == strong(cpu)
+    assert recovery(gpu.candidates, truth)["recovered"] == 3
