@@ -25,9 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from cudalab.radio.evaluate import recovery
-from cudalab.radio.observation import open_observation
 from cudalab.radio.pipeline import SearchConfig, search_file
-from cudalab.radio.simulate import SimConfig, _header_for, random_bursts, simulate
+from cudalab.radio.simulate import SimConfig, planned_header, random_bursts, simulate
 
 GOAL_RECALL = 0.95
 SNR_BINS = [(6, 8), (8, 10), (10, 15), (15, 30.1)]
@@ -65,11 +64,7 @@ def cases(quick: bool, data: Path | None, device: str) -> list[Case]:
 
 def run_case(case: Case, workdir: Path, seed: int) -> dict[str, object]:
     rng = np.random.default_rng(seed)
-    if case.sim.background:
-        bg = open_observation(case.sim.background).header
-        header = bg.with_(nsamples=round(case.sim.duration_s / bg.tsamp_s))
-    else:
-        header = _header_for(case.sim, None, round(case.sim.duration_s / case.sim.tsamp_s))
+    header = planned_header(case.sim)
     bursts = random_bursts(
         case.bursts,
         rng,

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cudalab import __version__
+from cudalab._console import stdout_console as _console
 from cudalab._io import atomic_write_json
 from cudalab.errors import CudalabError, ExitCode
 
@@ -29,11 +29,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-
-
-def _console() -> Console:
-    # Created per call so that output goes to whatever sys.stdout is now (tests capture it).
-    return Console(file=sys.stdout, highlight=False)
 
 
 def _emit_json(obj: Any, out: Path | None) -> None:

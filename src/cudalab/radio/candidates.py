@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -140,7 +140,3 @@ def read_candidates(path: str | Path) -> list[Candidate]:
         except (KeyError, ValueError) as exc:
             raise CudalabError(f"{p}: line {i}: bad candidate row ({exc})") from None
     return out
-
-
-def as_table(cands: Iterable[Candidate]) -> list[dict[str, float | int]]:
-    return [asdict(c) for c in cands]

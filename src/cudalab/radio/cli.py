@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from cudalab._console import stdout_console as _console
 from cudalab.errors import CudalabError, ExitCode
 
 app = typer.Typer(
@@ -22,10 +23,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-
-
-def _console() -> Console:
-    return Console(file=sys.stdout, highlight=False)
 
 
 def _progress(console: Console) -> Progress:
@@ -102,7 +99,7 @@ def simulate(
     """Write a synthetic observation with a truth table (deterministic for a seed)."""
     import numpy as np
 
-    from cudalab.radio.simulate import SimConfig, demo_config, random_bursts
+    from cudalab.radio.simulate import SimConfig, demo_config, planned_header, random_bursts
     from cudalab.radio.simulate import simulate as run_sim
 
     if preset not in ("demo", "noise"):
@@ -117,14 +114,7 @@ def simulate(
         if preset == "noise":
             cfg = replace(cfg, bursts=(), pulsars=(), rfi=())
         if bursts:
-            from cudalab.radio.simulate import _header_for
-
-            hdr = _header_for(cfg, None, round(cfg.duration_s / cfg.tsamp_s))
-            if background is not None:
-                from cudalab.radio.observation import open_observation
-
-                bg = open_observation(background).header
-                hdr = bg.with_(nsamples=round(cfg.duration_s / bg.tsamp_s))
+            hdr = planned_header(cfg)
             extra = random_bursts(
                 bursts,
                 np.random.default_rng([seed, 99]),

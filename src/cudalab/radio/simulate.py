@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -313,6 +313,16 @@ def _header_for(cfg: SimConfig, background: Header | None, nsamples: int) -> Hea
     )
 
 
+def planned_header(cfg: SimConfig) -> Header:
+    """The header :func:`simulate` writes for ``cfg``: the background file's receiver when one is given."""
+    if cfg.background:
+        from cudalab.radio.observation import open_observation
+
+        base = open_observation(cfg.background).header
+        return _header_for(cfg, base, round(cfg.duration_s / base.tsamp_s))
+    return _header_for(cfg, None, round(cfg.duration_s / cfg.tsamp_s))
+
+
 def truth_table(
     cfg: SimConfig, header: Header, bursts: Sequence[Burst], kinds: Sequence[str]
 ) -> dict[str, Any]:
@@ -353,21 +363,18 @@ def simulate(
     The data file appears only when complete (written to a temporary file, then renamed).
     Returns the truth table.
     """
+    from cudalab.radio.observation import open_observation
+
     out = Path(out)
     rng = np.random.default_rng([cfg.seed, 0])
-    background = None
+    background = open_observation(cfg.background) if cfg.background else None
     bg_std: NDArray[np.float64] | None = None
-    if cfg.background:
-        from cudalab.radio.observation import open_observation
-
-        background = open_observation(cfg.background)
+    if background is not None:
         probe = background.read(0, min(background.header.nsamples, 4096)).astype(np.float64)
         med = np.median(probe, axis=1, keepdims=True)
         bg_std = np.maximum(np.median(np.abs(probe - med), axis=1) * 1.4826, 1e-6)
-    base = background.header if background is not None else None
-    tsamp = base.tsamp_s if base else cfg.tsamp_s
-    nsamples = round(cfg.duration_s / tsamp)
-    header = _header_for(cfg, base, nsamples)
+    header = planned_header(cfg)
+    nsamples = header.nsamples
 
     pulses: list[Burst] = list(cfg.bursts)
     kinds = ["burst"] * len(pulses)
@@ -495,11 +502,6 @@ def demo_config(seed: int = 7) -> SimConfig:
         pulsars=(Pulsar(period_s=0.7145, dm=26.8, snr=7.0, width_s=6e-3, first_s=0.31),),
         rfi=rfi,
     )
-
-
-def with_bursts(cfg: SimConfig, bursts: Sequence[Burst]) -> SimConfig:
-    """``cfg`` with its bursts replaced."""
-    return replace(cfg, bursts=tuple(bursts))
 
 
 def load_truth(path: str | Path) -> dict[str, Any]:
