@@ -186,3 +186,13 @@ def test_header_encoding_is_what_we_read(tmp_path: Path) -> None:
         and values["nchans"] == 3
         and open_observation(path).header.nsamples == 0
     )
+
+
+def test_packed_sexagesimal_positions(shared_data: Path) -> None:
+    from cudalab.radio.header import sigproc_angle_deg
+
+    assert sigproc_angle_deg(53431.9, hours=True) == pytest.approx((5 + 34 / 60 + 31.9 / 3600) * 15)
+    assert sigproc_angle_deg(220052.0, hours=False) == pytest.approx(22 + 52 / 3600)
+    assert sigproc_angle_deg(-84743.7463, hours=False) == pytest.approx(-(8 + 47 / 60 + 43.7463 / 3600))
+    ra, dec = open_observation(shared_data / "radio" / "parkes_8bit_1.fil").header.position_deg  # type: ignore[misc]
+    assert ra == pytest.approx(83.633, abs=1e-3) and dec == pytest.approx(22.0144, abs=1e-3)  # the Crab

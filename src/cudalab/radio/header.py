@@ -11,6 +11,21 @@ import numpy as np
 from numpy.typing import NDArray
 
 
+def sigproc_angle_deg(packed: float, *, hours: bool) -> float:
+    """Decode SIGPROC's packed sexagesimal angle (``src_raj`` as hhmmss.s, ``src_dej`` as ddmmss.s) to degrees.
+
+    ``53431.9`` as right ascension is 05h34m31.9s = 83.633 deg; ``-84743.7`` as declination is
+    -08d47'43.7" (the sign applies to the whole angle, as SIGPROC writes it).
+    """
+    sign = -1.0 if packed < 0 else 1.0
+    v = abs(packed)
+    whole = int(v // 10000)
+    minutes = int((v - whole * 10000) // 100)
+    seconds = v - whole * 10000 - minutes * 100
+    value = whole + minutes / 60 + seconds / 3600
+    return sign * value * (15.0 if hours else 1.0)
+
+
 @dataclass(frozen=True, slots=True)
 class Header:
     """What a search needs to know about a file.
@@ -112,6 +127,14 @@ class Header:
         """Length of the observation, seconds."""
         return self.nsamples * self.tsamp_s
 
+    @property
+    def position_deg(self) -> tuple[float, float] | None:
+        """(RA, Dec) in degrees from SIGPROC's ``src_raj`` / ``src_dej``, or None when absent."""
+        ra, dec = self.extra.get("src_raj"), self.extra.get("src_dej")
+        if ra is None or dec is None:
+            return None
+        return sigproc_angle_deg(float(ra), hours=True), sigproc_angle_deg(float(dec), hours=False)
+
     def with_(self, **changes: Any) -> Header:
         """A copy with ``changes`` applied (headers are values)."""
         return replace(self, **changes)
@@ -134,4 +157,5 @@ class Header:
             "nbits": self.nbits,
             "npol_stored": self.npol_stored,
             "tstart_mjd": self.tstart_mjd,
+            "position_deg": self.position_deg,
         }
