@@ -40,12 +40,9 @@ def test_cause_is_found_with_its_fix(name: str) -> None:
         assert finding.fix is not None and text in finding.fix, (text, finding.fix)
     if case.status == "fail":
         # The cause is the *first* failure, so the verdict names it rather than its consequences.
-        assert (
-            report.verdict.cause is not None and report.verdict.cause.check in (case.check, "platform")
-        ) or (
-            report.verdict.cause is not None
-            and report.findings.index(report.verdict.cause) <= report.findings.index(finding)
-        )
+        first_fail = next(f for f in report.findings if f.status == "fail")
+        assert report.verdict.cause == first_fail
+        assert report.findings.index(first_fail) <= report.findings.index(finding)
         assert report.exit_code() == ExitCode.PROBLEM
     else:
         assert report.exit_code() == ExitCode.OK
