@@ -114,8 +114,10 @@ def test_pack_order_is_first_channel_in_least_significant_bits() -> None:
     np.testing.assert_array_equal(unpack_lsb_first(packed, 2), [[1, 2, 3, 0]])
 
 
-def test_signed_8bit(tmp_path: Path) -> None:
-    data = np.array([[-128, -1, 0, 127]], dtype=np.float32).repeat(2, axis=0)
+@pytest.mark.parametrize("nbits", [8, 16])
+def test_signed_integers_round_trip(tmp_path: Path, nbits: int) -> None:
+    lo, hi = -(1 << (nbits - 1)), (1 << (nbits - 1)) - 1
+    data = np.array([[lo, -1, 0, hi]], dtype=np.float32).repeat(2, axis=0)
     h = Header(
         path="",
         format="sigproc",
@@ -124,7 +126,7 @@ def test_signed_8bit(tmp_path: Path) -> None:
         tsamp_s=1e-3,
         fch1_mhz=1400,
         foff_mhz=-1,
-        nbits=8,
+        nbits=nbits,
         signed=True,
     )
     obs = open_observation(write_sigproc(tmp_path / "s.fil", h, data))

@@ -311,7 +311,7 @@ def encode_header(header: Header, extra: Mapping[str, Any] | None = None) -> byt
         "fch1": header.fch1_mhz,
         "foff": header.foff_mhz,
     }
-    if header.nbits == 8 and header.signed:
+    if header.nbits in (8, 16) and header.signed:  # the reader honours it for both integer widths
         values["signed"] = 1
     if header.data_type == 2:
         values["refdm"] = header.refdm
