@@ -13,41 +13,37 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("script", ["doctor_latency.py", "bench_vs_hand.py"])
-def test_benchmark_quick_prints_measured_reference_and_ratio(script: str) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+def _run(script: str, *args: str, **env: str) -> list[dict]:
+    """Run a benchmark script as a user would and return the JSON records it printed."""
     r = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / script), "--quick"],
+        [sys.executable, str(REPO / "benchmarks" / script), *args],
         capture_output=True,
         text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
-    assert r.returncode == 0, r.stderr
-    records = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
-    assert records
-    first = records[0]
-    ratio_key = "ratio_to_reference" if script == "doctor_latency.py" else "ratio"
-    assert first[ratio_key] > 0
-    if script == "doctor_latency.py":
-        assert first["reference_s"] > 0 and first["doctor_s"] > 0
-    else:
-        assert first["by_hand"] > 0 and first["cudalab_bench"] > 0
-
-
-def test_radio_injection_quick_reports_recall_against_the_goal(shared_data: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "CUDALAB_DATA": str(shared_data)}
-    r = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "radio_injection.py"), "--quick", "--device", "cpu"],
-        capture_output=True,
-        text=True,
-        env=env,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src"), **env},
         timeout=600,
         check=False,
     )
     assert r.returncode == 0, r.stderr
     records = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert records
+    return records
+
+
+@pytest.mark.parametrize("script", ["doctor_latency.py", "bench_vs_hand.py"])
+def test_benchmark_quick_prints_measured_reference_and_ratio(script: str) -> None:
+    first = _run(script, "--quick")[0]
+    if script == "doctor_latency.py":
+        assert first["reference_s"] > 0 and first["doctor_s"] > 0
+        assert first["ratio_to_reference"] == pytest.approx(
+            first["doctor_s"] / first["reference_s"], rel=0.01
+        )
+    else:
+        assert first["by_hand"] > 0 and first["cudalab_bench"] > 0
+        assert first["ratio"] == pytest.approx(first["cudalab_bench"] / first["by_hand"], rel=0.01)
+
+
+def test_radio_injection_quick_reports_recall_against_the_goal(shared_data: Path) -> None:
+    records = _run("radio_injection.py", "--quick", "--device", "cpu", CUDALAB_DATA=str(shared_data))
     inj = {x["case"]: x for x in records if x["benchmark"] == "radio_injection"}
     assert set(inj) == {"synthetic", "apertif"}
     synth = inj["synthetic"]

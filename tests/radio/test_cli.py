@@ -105,3 +105,24 @@ def test_bad_input_is_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert err.startswith("cudalab: error:") and message in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()  # no partial output
+
+
+def test_search_on_cuda_without_a_gpu_is_a_problem_not_bad_input(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("GPU machine")
+    argv = [
+        "radio",
+        "search",
+        str(shared_data / "radio" / "small.fil"),
+        "--out",
+        str(tmp_path / "o"),
+        "--device",
+        "cuda",
+    ]
+    assert main(argv) == ExitCode.PROBLEM  # as `cudalab bench --device cuda`
+    assert "no usable CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -41,6 +41,5 @@ def render_doctor(report: DoctorReport, console: Console, *, origin: str | None 
     console.print(Text(v.headline, style=_VERDICT_STYLE[v.state]))
     if v.cause is not None and v.cause.fix:
         console.print(Text.assemble(("Fix first: ", "bold"), v.cause.fix))
-    took = report.facts.meta.get("collect_s")
-    if origin is None and took is not None:
+    if origin is None:  # probed here, not read from a file
         console.print(Text(f"probed in {report.elapsed_s:.2f} s", style="dim"))

@@ -170,6 +170,8 @@ def _search_config(
 
 
 def _print_candidates(console: Console, result: Any, out: Path, truth: dict[str, Any] | None = None) -> None:
+    from cudalab.radio.evaluate import match_one
+
     h = result.header
     console.print(
         f"[bold]{Path(h.path).name}[/]: {h.nchans} ch, {h.duration_s:.2f} s; {len(result.plan.dms)} DM trials to "
@@ -191,8 +193,6 @@ def _print_candidates(console: Console, result: Any, out: Path, truth: dict[str,
             str(c.members),
         ]
         if truth is not None:
-            from cudalab.radio.evaluate import match_one
-
             m = match_one(c, truth)
             row.append(m or "")
         table.add_row(*row)

@@ -12,7 +12,7 @@ the candidate's parameters and the file's header as attributes (``tcand``, ``dm`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -90,12 +90,8 @@ def make_cutout(
         dispersion_delay_s(dms[:, None], h.freqs_mhz[None, :], h.fmax_mhz, k_dm) / h.tsamp_s
     ).astype(np.int64)
     data = obs.read_padded(cand.sample - span // 2, span + int(delays.max()))
-    x, mask = clean_block(
-        torch.from_numpy(data).to(device),
-        RfiConfig(
-            zero_dm=False, mad_threshold=rfi.mad_threshold, sk_threshold=rfi.sk_threshold, window=rfi.window
-        ),
-    )
+    # The search's masking, without zero-DM: the cutout shows the data, impulses included.
+    x, mask = clean_block(torch.from_numpy(data).to(device), replace(rfi, zero_dm=False))
     # freq-time at the candidate's DM: each channel shifted by its delay.
     d_c = np.rint(dispersion_delay_s(cand.dm, h.freqs_mhz, h.fmax_mhz, k_dm) / h.tsamp_s).astype(np.int64)
     idx = torch.from_numpy(d_c[:, None] + np.arange(span)[None, :]).to(device)

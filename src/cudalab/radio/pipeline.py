@@ -11,7 +11,8 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from cudalab._io import atomic_write_json
-from cudalab.errors import CudalabError
+from cudalab.errors import CudalabError, ExitCode
 from cudalab.radio.candidates import Candidate, write_candidates
 from cudalab.radio.constants import DM_CONSTANT
 from cudalab.radio.dedisperse import dedisperse, scrunch_time
@@ -113,13 +114,17 @@ def default_config() -> SearchConfig:
 
 
 def pick_device(name: str) -> torch.device:
-    """``auto``: the GPU when torch can use one; ``cuda`` without a GPU is a user error."""
+    """``auto``: the GPU when torch can use one, else the CPU; ``cuda`` without a usable GPU is an error."""
     if name == "cpu":
         return torch.device("cpu")
     if torch.cuda.is_available():
         return torch.device("cuda")
-    if name == "cuda":
-        raise CudalabError("--device cuda: no usable CUDA GPU (run 'cudalab doctor' to see why)")
+    if (
+        name == "cuda"
+    ):  # the job cannot run as asked: a problem found (exit 1, as `cudalab bench --device cuda`)
+        raise CudalabError(
+            "--device cuda: no usable CUDA GPU (run 'cudalab doctor' to see why)", ExitCode.PROBLEM
+        )
     return torch.device("cpu")
 
 
@@ -146,6 +151,30 @@ class SearchResult:
 def _widths(max_width_s: float, tsamp_s: float) -> list[int]:
     top = max(1, int(2 ** math.floor(math.log2(max(max_width_s / tsamp_s, 1.0)))))
     return [2**k for k in range(int(math.log2(top)) + 1)]
+
+
+class _StageClock:
+    """Wall time per pipeline stage.
+
+    GPU work is asynchronous: without a synchronize, a stage's time lands in whichever later stage first
+    waits for the device. Each timed stage therefore ends with one, a handful per block, so the split
+    reported in search.json is true on the GPU too.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.seconds: dict[str, float] = dict.fromkeys(
+            ("read", "clean", "dedisperse", "search", "cluster", "refine"), 0.0
+        )
+        self._sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._sync()
+            self.seconds[stage] += time.perf_counter() - t0
 
 
 def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None = None) -> SearchResult:
@@ -177,90 +206,98 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
     gulp = (
         -(-gulp // max_s) * max_s
     )  # a multiple of every scrunch factor: blocks start on whole scrunched samples
-    groups = [
-        (s, idx, torch.from_numpy(plan.delays_scrunched(s, idx)).to(device)) for s, idx in plan.groups()
-    ]
-    stages = {"read": 0.0, "clean": 0.0, "dedisperse": 0.0, "search": 0.0, "cluster": 0.0}
+    # (factor, trial indices, delays on the device, their maximum kept on the host: reading it back from
+    # the device tensor would cost a GPU->CPU sync per group per block)
+    groups = []
+    for s, idx in plan.groups():
+        d = plan.delays_scrunched(s, idx)
+        groups.append((s, idx, torch.from_numpy(d).to(device), int(d.max())))
+    clock = _StageClock(device)
     parts: list[Giants] = []
     mask_union = np.zeros(h.nchans, dtype=bool)
     masked_sum = 0.0
     nblocks = 0
     total = h.nsamples
-    t = time.perf_counter()
-    for block in obs.blocks(gulp, overlap):
-        stages["read"] += time.perf_counter() - t
-        t = time.perf_counter()
-        x = torch.from_numpy(block.data).to(device, non_blocking=True)
-        x, mask = clean_block(x, cfg.rfi)
-        weights = (~mask).float()
-        mask_np = mask.cpu().numpy()
+    blocks = obs.blocks(gulp, overlap)
+    while True:
+        with clock("read"):
+            block = next(blocks, None)
+        if block is None:
+            break
+        with clock("clean"):
+            x = torch.from_numpy(block.data).to(device, non_blocking=True)
+            x, mask = clean_block(x, cfg.rfi)
+            weights = (~mask).float()
+            mask_np = mask.cpu().numpy()
         mask_union |= mask_np
         masked_sum += float(mask_np.mean())
         nblocks += 1
-        stages["clean"] += time.perf_counter() - t
-        for factor, idx, delays in groups:
-            t = time.perf_counter()
-            xs = scrunch_time(x, factor)
+        for factor, idx, delays, max_delay in groups:
             valid_s = -(-block.valid // factor)
-            nout = min(xs.shape[1] - int(delays.max()), valid_s + max_w // factor)
+            nout = min(block.data.shape[1] // factor - max_delay, valid_s + max_w // factor)
             if nout <= 0:
                 continue
-            series = dedisperse(xs, delays, nout, weights=weights)
-            stages["dedisperse"] += time.perf_counter() - t
-            t = time.perf_counter()
-            z = normalise(series, max(8, int(cfg.baseline_s / (h.tsamp_s * factor))))
-            parts.append(
-                find_giants(
-                    z,
-                    idx,
-                    threshold=cfg.snr_threshold,
-                    widths=[max(1, w // factor) for w in widths if w >= factor] or [1],
-                    scrunch=factor,
-                    first_sample=block.start,
-                    valid=valid_s,
+            with clock("dedisperse"):
+                series = dedisperse(scrunch_time(x, factor), delays, nout, weights=weights)
+            with clock("search"):
+                z = normalise(series, max(8, int(cfg.baseline_s / (h.tsamp_s * factor))))
+                parts.append(
+                    find_giants(
+                        z,
+                        idx,
+                        threshold=cfg.snr_threshold,
+                        widths=[max(1, w // factor) for w in widths if w >= factor] or [1],
+                        scrunch=factor,
+                        first_sample=block.start,
+                        valid=valid_s,
+                    )
                 )
-            )
-            stages["search"] += time.perf_counter() - t
         if progress is not None:
             progress("search", min(block.start + block.valid, total), total)
-        t = time.perf_counter()
-    t = time.perf_counter()
-    giants = Giants.concat(parts)
-    clusters = cluster_giants(giants, time_tol=cfg.time_tol, dm_tol=cfg.dm_index_tol, width_tol=cfg.width_tol)
-    cands = []
-    for k, g in enumerate(clusters.best):
-        cands.append(
-            Candidate(
-                snr=float(giants.snr[g]),
-                dm=float(plan.dms[giants.dm_index[g]]),
-                dm_trial=float(plan.dms[giants.dm_index[g]]),
-                time_s=float(giants.sample[g] * h.tsamp_s),
-                width_s=float(giants.width[g] * h.tsamp_s),
-                sample=int(giants.sample[g]),
-                dm_index=int(giants.dm_index[g]),
-                members=int(clusters.members[k]),
-                width_samples=int(giants.width[g]),
-                dm_lo=float(plan.dms[clusters.dm_index_min[k]]),
-                dm_hi=float(plan.dms[clusters.dm_index_max[k]]),
-                begin_sample=int(max(0, clusters.begin[k])),
-                end_sample=int(clusters.end[k]),
-                mjd=h.tstart_mjd + float(giants.sample[g] * h.tsamp_s) / 86400.0,
-                fref_mhz=h.fmax_mhz,
+    with clock("cluster"):
+        giants = Giants.concat(parts)
+        clusters = cluster_giants(
+            giants, time_tol=cfg.time_tol, dm_tol=cfg.dm_index_tol, width_tol=cfg.width_tol
+        )
+        cands = []
+        for k, g in enumerate(clusters.best):
+            cands.append(
+                Candidate(
+                    snr=float(giants.snr[g]),
+                    dm=float(plan.dms[giants.dm_index[g]]),
+                    dm_trial=float(plan.dms[giants.dm_index[g]]),
+                    time_s=float(giants.sample[g] * h.tsamp_s),
+                    width_s=float(giants.width[g] * h.tsamp_s),
+                    sample=int(giants.sample[g]),
+                    dm_index=int(giants.dm_index[g]),
+                    members=int(clusters.members[k]),
+                    width_samples=int(giants.width[g]),
+                    dm_lo=float(plan.dms[clusters.dm_index_min[k]]),
+                    dm_hi=float(plan.dms[clusters.dm_index_max[k]]),
+                    begin_sample=int(max(0, clusters.begin[k])),
+                    end_sample=int(clusters.end[k]),
+                    mjd=h.tstart_mjd + float(giants.sample[g] * h.tsamp_s) / 86400.0,
+                    fref_mhz=h.fmax_mhz,
+                )
             )
-        )
-    cands.sort(key=lambda c: -c.snr)
-    stages["cluster"] = time.perf_counter() - t
-    t = time.perf_counter()
-    for i, c in enumerate(cands[: cfg.refine]):
-        j = c.dm_index
-        lo, hi = plan.dms[max(j - 1, 0)], plan.dms[min(j + 1, len(plan.dms) - 1)]
-        dm, _ = refine_dm(
-            obs, c.sample, c.width_samples, float(lo), float(hi), k_dm=cfg.k_dm, rfi=cfg.rfi, device=device
-        )
-        cands[i] = replace(c, dm=dm)
-        if progress is not None:
-            progress("refine DM", i + 1, min(len(cands), cfg.refine))
-    stages["refine"] = time.perf_counter() - t
+        cands.sort(key=lambda c: -c.snr)
+    with clock("refine"):
+        for i, c in enumerate(cands[: cfg.refine]):
+            j = c.dm_index
+            lo, hi = plan.dms[max(j - 1, 0)], plan.dms[min(j + 1, len(plan.dms) - 1)]
+            dm, _ = refine_dm(
+                obs,
+                c.sample,
+                c.width_samples,
+                float(lo),
+                float(hi),
+                k_dm=cfg.k_dm,
+                rfi=cfg.rfi,
+                device=device,
+            )
+            cands[i] = replace(c, dm=dm)
+            if progress is not None:
+                progress("refine DM", i + 1, min(len(cands), cfg.refine))
     return SearchResult(
         header=h,
         plan=plan,
@@ -270,7 +307,7 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
         masked_channels=np.flatnonzero(mask_union).tolist(),
         device=str(device),
         seconds=time.perf_counter() - t_start,
-        stages=stages,
+        stages=clock.seconds,
         config=cfg,
     )
 
