@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[radio,dev]'
+	$(BIN)/python -m pip install -q -e '.[radio,graph,dev]'
 	touch $@ $(VENV)/.installed
 
 # The main job: simulate a 13 s, 512-channel observation with bursts, a pulsar and RFI, search it

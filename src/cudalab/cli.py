@@ -212,6 +212,21 @@ def _add_workloads() -> None:
 
     app.add_typer(radio_app, name="radio")
 
+    train_app = typer.Typer(
+        name="train",
+        help="Train a workload with the experiment engine.",
+        add_completion=False,
+        rich_markup_mode=None,
+    )
+    from cudalab.graph.cli import graph
+
+    train_app.command("graph")(graph)
+    app.add_typer(train_app, name="train")
+
+    from cudalab.train.cli import app as runs_app
+
+    app.add_typer(runs_app, name="runs")
+
 
 _add_workloads()
 

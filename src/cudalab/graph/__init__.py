@@ -1,0 +1,1 @@
+"""GNN node classification on the engine: Planetoid data, GCN/GAT/GraphSAGE/APPNP, a neighbour sampler."""

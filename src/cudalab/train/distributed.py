@@ -1,0 +1,101 @@
+"""One process or many under torchrun: the same code, with rank-0 duties and collective helpers.
+
+torchrun exports RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR/PORT (and TORCHELASTIC_RUN_ID, stable
+across the restarts of one launch); without them the run is a world of one and nothing here
+touches ``torch.distributed``. NCCL on GPU, gloo on CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+
+T = TypeVar("T")
+
+#: Rank 0 evaluates and writes checkpoints while the others wait in a collective; give that time.
+COLLECTIVE_TIMEOUT = timedelta(minutes=30)
+
+
+@dataclass(frozen=True, slots=True)
+class DistInfo:
+    """Where this process sits in the job."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    backend: str | None = None
+    """nccl or gloo when a process group was started; None for a single process."""
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 logs, evaluates, and writes the run directory."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def env_world(environ: Mapping[str, str] | None = None) -> tuple[int, int, int]:
+    """(rank, local_rank, world_size) from torchrun's environment; (0, 0, 1) outside it."""
+    env = os.environ if environ is None else environ
+    try:
+        return int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0)), int(env.get("WORLD_SIZE", 1))
+    except ValueError as exc:
+        raise RuntimeError(f"malformed torchrun environment: {exc}") from None
+
+
+def init(device_type: str) -> DistInfo:
+    """Join the process group torchrun describes (no-op for a single process)."""
+    rank, local_rank, world = env_world()
+    if world <= 1:
+        return DistInfo()
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    if not dist.is_initialized():
+        if backend == "nccl":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT)
+    return DistInfo(rank=rank, local_rank=local_rank, world_size=world, backend=backend)
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def broadcast(obj: T, info: DistInfo) -> T:
+    """Rank 0's ``obj`` on every rank (a picklable value: run id, metrics, a stop decision)."""
+    if not info.distributed:
+        return obj
+    box: list[Any] = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather(obj: T, info: DistInfo) -> list[T]:
+    """Every rank's ``obj``, in rank order, on every rank."""
+    if not info.distributed:
+        return [obj]
+    out: list[Any] = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """The mean of a tensor over ranks (an all-reduce; a sync point)."""
+    if not info.distributed:
+        return value
+    out = value.detach().clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out / info.world_size
+
+
+def barrier(info: DistInfo) -> None:
+    if info.distributed:
+        dist.barrier()
