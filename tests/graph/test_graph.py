@@ -18,13 +18,12 @@ from rich.console import Console
 
 pytest.importorskip("torch_geometric")
 
-from cudalab.cli import main  # noqa: E402
-from cudalab.graph.data import load_planetoid  # noqa: E402
-from cudalab.graph.sampler import NeighborSampler  # noqa: E402
-from cudalab.graph.task import gcn, train_graph  # noqa: E402
-from cudalab.train.checkpoint import CheckpointDir  # noqa: E402
-from cudalab.train.loop import Resume  # noqa: E402
-from cudalab.train.run import RunDir, read_metrics  # noqa: E402
+from cudalab.cli import main
+from cudalab.graph.data import load_planetoid
+from cudalab.graph.sampler import NeighborSampler
+from cudalab.graph.task import gcn, train_graph
+from cudalab.train.checkpoint import CheckpointDir
+from cudalab.train.run import RunDir, read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 
