@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--datasets", default=",".join(DATASETS))
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--epochs", type=int, default=0, help="override the presets' epochs (smoke runs only)")
     args = ap.parse_args()
     quiet = Console(quiet=True)
     rows = []
@@ -50,7 +51,12 @@ def main() -> None:
                 cfg,
                 seeds=args.seeds,
                 data=replace(cfg.data, root=str(args.data_root)),
-                train=replace(cfg.train, progress=False, device=args.device),
+                train=replace(
+                    cfg.train,
+                    progress=False,
+                    device=args.device,
+                    max_epochs=args.epochs or cfg.train.max_epochs,
+                ),
             )
             run, s = train_graph(cfg, runs_root=args.runs, resume=Resume("never"), console=quiet)
             device = (run.manifest() or {}).get("device")

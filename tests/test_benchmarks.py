@@ -55,3 +55,36 @@ def test_radio_injection_quick_reports_recall_against_the_goal(shared_data: Path
     )  # every S/N >= 10 burst is found; DM accuracy is reported beside it
     noise = next(x for x in records if x["benchmark"] == "radio_false_alarms")
     assert noise["candidates_ge_8"] == 0
+
+
+def test_engine_overhead_reports_both_loops_and_the_ratio(shared_data: Path, tmp_path: Path) -> None:
+    pytest.importorskip("torch_geometric")
+    row = _run(
+        "engine_overhead.py", "--data-root", str(shared_data / "planetoid"), "--steps", "24", "--repeats", "1"
+    )[0]
+    assert row["bare_step_ms"] > 0 and row["engine_step_ms"] > 0
+    assert row["overhead_pct"] == pytest.approx(
+        100 * (row["engine_step_ms"] / row["bare_step_ms"] - 1), abs=0.05
+    )
+
+
+def test_graph_table_prints_a_row_per_config_with_its_target(shared_data: Path, tmp_path: Path) -> None:
+    pytest.importorskip("torch_geometric")
+    rows = _run(
+        "graph_table.py",
+        "--data-root",
+        str(shared_data / "planetoid"),
+        "--runs",
+        str(tmp_path),
+        "--models",
+        "gcn",
+        "--datasets",
+        "Cora,CiteSeer",
+        "--seeds",
+        "2",
+        "--epochs",
+        "3",
+    )
+    assert [r["config"] for r in rows] == ["gcn/Cora", "gcn/CiteSeer"]
+    assert [r["target"] for r in rows] == [81.0, 70.0]
+    assert all(r["seeds"] == 2 and 0 <= r["test_acc_mean"] <= 100 and r["epoch_time_ms"] > 0 for r in rows)

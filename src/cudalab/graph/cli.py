@@ -79,6 +79,7 @@ def graph(
         raise CudalabError("the graph workload needs torch_geometric: pip install 'cudalab[graph]'")
     # torch and PyG load here, not at import: `cudalab doctor` must not pay for them
     from cudalab.graph.task import GraphConfig, preset, train_graph
+    from cudalab.train.distributed import env_world
     from cudalab.train.loop import Resume, print_config
     from cudalab.train.precision import DeviceUnavailableError
 
@@ -105,6 +106,8 @@ def graph(
         cfg = update(cfg, parse_overrides(overrides or []))
     except ValueError as exc:
         raise CudalabError(f"{config or 'config'}: {exc}") from None
+    is_main = env_world()[0] == 0  # under torchrun only rank 0 prints
+    console.quiet = not is_main
     print_config(cfg, console)
     try:
         run, summary = train_graph(
@@ -114,6 +117,8 @@ def graph(
         raise CudalabError(str(exc), code=ExitCode.PROBLEM) from None
     except ValueError as exc:
         raise CudalabError(str(exc)) from None
+    if not is_main:
+        raise typer.Exit(ExitCode.OK)
     table = Table(title=f"{cfg.model.name} on {cfg.data.dataset}: test accuracy at best validation")
     for col in ("seed", "test acc %", "val acc %", "best step", "epochs", "epoch ms"):
         table.add_column(col, justify="right")

@@ -306,12 +306,30 @@ def train_graph(
     Each seed is a child run ``seed-<n>/`` with its own checkpoints and metrics; a finished seed is
     skipped on resume and an unfinished one continues from its newest checkpoint.
     """
-    from cudalab.env.fingerprint import fingerprint
     from cudalab.train import distributed as dist
 
     con = console or Console(stderr=True)
     data = load_planetoid(cfg.data.root, cfg.data.dataset)
+    owns_group = info is None
     info = info or dist.init("cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu")
+    try:
+        return _train_seeds(cfg, data, runs_root, run_id, resume, con, info)
+    finally:
+        if owns_group:
+            dist.shutdown()
+
+
+def _train_seeds(
+    cfg: GraphConfig,
+    data: Any,
+    runs_root: Path,
+    run_id: str | None,
+    resume: Resume,
+    con: Console,
+    info: DistInfo,
+) -> tuple[RunDir, dict[str, Any]]:
+    from cudalab.env.fingerprint import fingerprint
+
     run = _parent_run(cfg, runs_root, run_id, resume, info)
     environment = fingerprint() if info.is_main else {}
     if info.is_main:
