@@ -256,3 +256,19 @@ def test_cli_bad_input_is_one_line_and_exit_2(
     assert last.startswith("cudalab: error:") and "unreadable Planetoid files" in last
     assert not (tmp_path / "graph").exists()  # nothing left behind
     assert main(["runs", "show", "nope", "--runs", str(tmp_path)]) == 2
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("model", ["gcn", "gat", "appnp", "sage"])
+def test_every_model_trains_on_the_gpu_under_bf16(planetoid: Path, tmp_path: Path, model: str) -> None:
+    from cudalab.graph.task import preset
+
+    cfg = preset(model, "Cora")  # type: ignore[arg-type]
+    cfg = replace(
+        cfg,
+        data=replace(cfg.data, root=str(planetoid)),
+        train=replace(cfg.train, max_epochs=100, device="cuda", progress=False),
+    )
+    run, summary = train_graph(cfg, runs_root=tmp_path, console=Console(quiet=True))
+    assert (run.manifest() or {})["precision"]["name"] in ("bf16", "fp16")
+    assert summary["test_acc_mean"] >= 0.75

@@ -270,3 +270,34 @@ def test_two_gloo_processes_under_torchrun_equal_one_process(tmp_path: Path) -> 
         torch.testing.assert_close(single[k], ddp[k], rtol=1e-5, atol=1e-6)
     manifest = json.loads((tmp_path / "runs" / "toy" / "ddp" / "manifest.json").read_text())
     assert manifest["world_size"] == 2
+
+
+def test_a_tie_in_the_early_stop_metric_goes_to_the_tiebreak() -> None:
+    from cudalab.train.loop import _better
+
+    cfg = replace(BASE, early_stop_metric="acc", tiebreak_metric="loss", tiebreak_mode="min")
+    best = {"acc": 0.8, "loss": 0.5}
+    assert _better({"acc": 0.8, "loss": 0.4}, best, cfg)
+    assert not _better({"acc": 0.8, "loss": 0.6}, best, cfg)
+    assert _better({"acc": 0.81, "loss": 9.0}, best, cfg)
+    assert not _better({"acc": 0.8, "loss": 0.4}, best, replace(cfg, tiebreak_metric=""))
+    assert _better({"acc": 0.1, "loss": 1.0}, {}, cfg) and not _better(
+        {"acc": float("nan"), "loss": 1.0}, {}, cfg
+    )
+
+
+# -- on the GPU (device machine) -------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+def test_gpu_precision_is_bf16_from_ampere_and_training_matches_the_cpu(tmp_path: Path) -> None:
+    cap = torch.cuda.get_device_capability()
+    plan = resolve_precision("auto", torch.device("cuda", 0))
+    assert plan.name == ("bf16" if cap >= (8, 0) else "fp16") and plan.grad_scaler == (cap < (8, 0))
+    cpu = train(tmp_path, replace(BASE, device="cpu"), Regression(dropout=0.0), name="cpu")
+    gpu = train(tmp_path, replace(BASE, device="cuda", precision="fp32"), Regression(dropout=0.0), name="gpu")
+    for k in cpu:  # fp32 on both: equal up to reduction order (TF32 is off by default for matmul)
+        torch.testing.assert_close(cpu[k], gpu[k].cpu(), rtol=1e-4, atol=1e-5)
+    amp = train(tmp_path, replace(BASE, device="cuda", precision="auto"), Regression(dropout=0.0), name="amp")
+    for k in cpu:  # autocast: close to fp32 at bf16/fp16 precision
+        torch.testing.assert_close(cpu[k], amp[k].float().cpu(), rtol=0.05, atol=0.02)

@@ -67,4 +67,5 @@ class Regression:
         return F.mse_loss(model(self.x[batch].to(self.device)), self.y[batch].to(self.device))
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        return {"val_mse": F.mse_loss(model(self.x_val), self.y_val).item()}
+        pred = model(self.x_val.to(self.device))
+        return {"val_mse": F.mse_loss(pred, self.y_val.to(self.device)).item()}

@@ -75,6 +75,10 @@ class TrainConfig:
     early_stop_metric: str = ""
     """Evaluation metric that decides the best checkpoint and early stopping; '': none."""
     early_stop_mode: Literal["max", "min"] = "max"
+    tiebreak_metric: str = ""
+    """Decides between evaluations whose early-stop metric ties (accuracy on a 500-node split moves
+    in steps of 0.2 %); '': the first one wins."""
+    tiebreak_mode: Literal["max", "min"] = "min"
     patience: int = 0
     """Stop after this many evaluations without improvement of the metric; 0: never stop early."""
     progress: bool = True
@@ -106,6 +110,8 @@ class TrainConfig:
             raise ValueError(f"train.min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
         if self.patience and not self.early_stop_metric:
             raise ValueError("train.patience needs train.early_stop_metric")
+        if self.tiebreak_metric and not self.early_stop_metric:
+            raise ValueError("train.tiebreak_metric needs train.early_stop_metric")
         _check_literals(self)
 
 

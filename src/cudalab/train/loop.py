@@ -158,6 +158,17 @@ def _improved(value: float, best: float | None, mode: str) -> bool:
     return value > best if mode == "max" else value < best
 
 
+def _better(metrics: dict[str, float], best: dict[str, float], cfg: TrainConfig) -> bool:
+    """Whether ``metrics`` beat the best evaluation so far: the early-stop metric, then the tie-break."""
+    value, key = metrics[cfg.early_stop_metric], cfg.early_stop_metric
+    if not best:
+        return not math.isnan(value)
+    if _improved(value, best[key], cfg.early_stop_mode):
+        return True
+    tie = cfg.tiebreak_metric
+    return bool(tie) and value == best[key] and _improved(metrics[tie], best[tie], cfg.tiebreak_mode)
+
+
 def fit(
     task: Task,
     cfg: TrainConfig,
@@ -320,9 +331,12 @@ def fit(
                 tb.add_scalar(f"eval/{k}", v, state.step)
         metric = cfg.early_stop_metric
         if metric:
-            if metric not in metrics:
-                raise ValueError(f"train.early_stop_metric {metric!r} is not among {', '.join(metrics)}")
-            if _improved(metrics[metric], state.best_value, cfg.early_stop_mode):
+            for name in filter(None, (metric, cfg.tiebreak_metric)):
+                if name not in metrics:
+                    raise ValueError(
+                        f"train metric {name!r} is not among the evaluation's {', '.join(metrics)}"
+                    )
+            if _better(metrics, state.best_metrics, cfg):
                 state.best_value, state.best_step, state.bad_evals = metrics[metric], state.step, 0
                 state.best_metrics = dict(metrics)
                 if main:
