@@ -213,7 +213,9 @@ def fit(
         say(f"[bold]determinism[/] {'; '.join(det_notes)}")
 
     task.setup(device, info, cfg.seed)
-    model = task.build_model().to(device)
+    model = task.build_model().to(device)  # identical on every rank: all seeded alike
+    if info.distributed:  # then each rank its own dropout stream (a resume restores them per rank)
+        rng.seed_everything(cfg.seed + 7919 * info.rank)
     optimizer = build_optimizer(cfg, task.param_groups(model))
     micro_per_epoch = task.micro_batches_per_epoch()
     if micro_per_epoch < 1:
