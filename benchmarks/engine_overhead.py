@@ -70,6 +70,7 @@ def engine(task: NodeClassification, cfg, steps: int, warmup: int, runs: Path) -
         eval_every=10 * steps,
         checkpoint_every=10 * steps,
         early_stop_metric="",
+        tiebreak_metric="",
         patience=0,
         progress=False,
     )
