@@ -18,15 +18,13 @@ with warnings.catch_warnings():  # torch_geometric's import warns about torch.ji
     from torch_geometric.nn import GATConv, GCNConv, SAGEConv
 
 
-class GCN(nn.Module):
-    """Kipf & Welling (2017): two graph convolutions, ReLU, dropout on the input of each."""
+class _TwoConv(nn.Module):
+    """Dropout, conv1, ReLU, dropout, conv2: the shape GCN and GraphSAGE share."""
 
-    def __init__(self, in_dim: int, hidden: int, out_dim: int, dropout: float, cached: bool) -> None:
+    def __init__(self, conv1: nn.Module, conv2: nn.Module, dropout: float) -> None:
         super().__init__()
         self.dropout = dropout
-        # cached: the normalised adjacency is computed once (full-batch, transductive only)
-        self.conv1 = GCNConv(in_dim, hidden, cached=cached)
-        self.conv2 = GCNConv(hidden, out_dim, cached=cached)
+        self.conv1, self.conv2 = conv1, conv2
 
     def first_layer(self) -> nn.Module:
         return self.conv1
@@ -36,6 +34,16 @@ class GCN(nn.Module):
         x = F.relu(self.conv1(x, edge_index))
         x = F.dropout(x, self.dropout, self.training)
         return self.conv2(x, edge_index)
+
+
+class GCN(_TwoConv):
+    """Kipf & Welling (2017): two graph convolutions, ReLU, dropout on the input of each."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, dropout: float, cached: bool) -> None:
+        # cached: the normalised adjacency is computed once (full-batch, transductive only)
+        super().__init__(
+            GCNConv(in_dim, hidden, cached=cached), GCNConv(hidden, out_dim, cached=cached), dropout
+        )
 
 
 class GAT(nn.Module):
@@ -66,23 +74,13 @@ class GAT(nn.Module):
         return self.conv2(x, edge_index)
 
 
-class SAGE(nn.Module):
+class SAGE(_TwoConv):
     """Hamilton et al. (2017): mean-aggregator GraphSAGE, two layers (trained on sampled subgraphs)."""
 
     def __init__(self, in_dim: int, hidden: int, out_dim: int, dropout: float) -> None:
-        super().__init__()
-        self.dropout = dropout
-        self.conv1 = SAGEConv(in_dim, hidden, aggr="mean")
-        self.conv2 = SAGEConv(hidden, out_dim, aggr="mean")
-
-    def first_layer(self) -> nn.Module:
-        return self.conv1
-
-    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        x = F.dropout(x, self.dropout, self.training)
-        x = F.relu(self.conv1(x, edge_index))
-        x = F.dropout(x, self.dropout, self.training)
-        return self.conv2(x, edge_index)
+        super().__init__(
+            SAGEConv(in_dim, hidden, aggr="mean"), SAGEConv(hidden, out_dim, aggr="mean"), dropout
+        )
 
 
 class APPNP(nn.Module):
