@@ -22,11 +22,12 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
+from cudalab.env.device import resolve_device
 from cudalab.graph.data import load_planetoid
 from cudalab.graph.task import NodeClassification, preset
 from cudalab.train.distributed import DistInfo
 from cudalab.train.loop import build_optimizer, fit
-from cudalab.train.precision import resolve_device, resolve_precision
+from cudalab.train.precision import resolve_precision
 from cudalab.train.run import RunDir, read_metrics
 
 

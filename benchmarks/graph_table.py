@@ -17,7 +17,6 @@ from pathlib import Path
 from rich.console import Console
 
 from cudalab.graph.task import DATASETS, MODELS, preset, train_graph
-from cudalab.train.loop import Resume
 
 #: Issue 3's targets (10-seed mean test accuracy, %), Cora / CiteSeer.
 TARGETS = {
@@ -58,7 +57,7 @@ def main() -> None:
                     max_epochs=args.epochs or cfg.train.max_epochs,
                 ),
             )
-            run, s = train_graph(cfg, runs_root=args.runs, resume=Resume("never"), console=quiet)
+            run, s = train_graph(cfg, runs_root=args.runs, resume="never", console=quiet)
             device = (run.manifest() or {}).get("device")
             row = {
                 "config": f"{model}/{dataset}",

@@ -24,7 +24,7 @@ from cudalab.train.config import (
     update,
 )
 from cudalab.train.data import EpochSampler
-from cudalab.train.loop import Resume, fit, lr_lambda
+from cudalab.train.loop import fit, lr_lambda
 from cudalab.train.precision import resolve_precision
 from cudalab.train.run import RunDir, read_metrics
 from tests.train.toy import Regression
@@ -53,7 +53,7 @@ def train(
         task or Regression(),
         cfg,
         RunDir(tmp / "toy" / name),
-        resume=Resume(resume),
+        resume=resume,  # type: ignore[arg-type]
         environment={"test": True},
         console=QUIET,
     )

@@ -354,11 +354,8 @@ def run_bench(
     RuntimeError
         When ``device="cuda"`` but no GPU is usable.
     """
-    import torch
 
-    if device not in ("auto", "cuda", "cpu"):
-        raise ValueError(f"device must be auto, cuda or cpu, not {device!r}")
-    use_gpu = device != "cpu" and torch.cuda.is_available()
-    if device == "cuda" and not use_gpu:
-        raise RuntimeError("no usable CUDA GPU (run 'cudalab doctor' to see why)")
+    from cudalab.env.device import resolve_device
+
+    use_gpu = resolve_device(device)[0].type == "cuda"
     return bench_gpu(cfg, progress=progress) if use_gpu else bench_cpu(cfg, progress=progress)

@@ -80,8 +80,7 @@ def graph(
     # torch and PyG load here, not at import: `cudalab doctor` must not pay for them
     from cudalab.graph.task import GraphConfig, preset, train_graph
     from cudalab.train.distributed import env_world
-    from cudalab.train.loop import Resume, print_config
-    from cudalab.train.precision import DeviceUnavailableError
+    from cudalab.train.loop import print_config
 
     console = Console(stderr=True)
     try:
@@ -111,10 +110,8 @@ def graph(
     print_config(cfg, console)
     try:
         run, summary = train_graph(
-            cfg, runs_root=runs_root, run_id=run_id, resume=Resume(resume.value), console=console
+            cfg, runs_root=runs_root, run_id=run_id, resume=resume.value, console=console
         )
-    except DeviceUnavailableError as exc:
-        raise CudalabError(str(exc), code=ExitCode.PROBLEM) from None
     except ValueError as exc:
         raise CudalabError(str(exc)) from None
     if not is_main:

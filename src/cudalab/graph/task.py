@@ -30,7 +30,7 @@ from torch import nn
 from cudalab.graph.data import Dataset, load_planetoid, row_normalize
 from cudalab.graph.models import APPNP, GAT, GCN, SAGE
 from cudalab.graph.sampler import NeighborSampler, Subgraph
-from cudalab.train.config import TrainConfig, _check_literals
+from cudalab.train.config import TrainConfig, check_literals
 from cudalab.train.data import EpochSampler
 from cudalab.train.distributed import DistInfo
 from cudalab.train.loop import Resume, fit
@@ -58,7 +58,7 @@ class DataConfig:
     """Seed nodes per optimizer step over all ranks (sampled training only)."""
 
     def __post_init__(self) -> None:
-        _check_literals(self)
+        check_literals(self)
         if self.batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {self.batch_size}")
 
@@ -86,7 +86,7 @@ class ModelConfig:
     """Which parameters the L2 penalty applies to: all, or the first layer only (GCN, APPNP papers)."""
 
     def __post_init__(self) -> None:
-        _check_literals(self)
+        check_literals(self)
         if self.hidden < 1 or self.heads < 1 or self.out_heads < 1 or self.k < 1:
             raise ValueError("model.hidden, heads, out_heads and k must be >= 1")
         for name in ("dropout", "attn_dropout", "edge_dropout", "alpha"):
@@ -306,7 +306,7 @@ def train_graph(
     *,
     runs_root: Path,
     run_id: str | None = None,
-    resume: Resume = Resume(),  # noqa: B008
+    resume: Resume = "auto",
     console: Console | None = None,
     info: DistInfo | None = None,
 ) -> tuple[RunDir, dict[str, Any]]:
@@ -320,7 +320,7 @@ def train_graph(
     con = console or Console(stderr=True)
     data = load_planetoid(cfg.data.root, cfg.data.dataset)
     owns_group = info is None
-    info = info or dist.init("cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu")
+    info = info or dist.init(cfg.train.device)
     try:
         return _train_seeds(cfg, data, runs_root, run_id, resume, con, info)
     finally:
@@ -337,8 +337,10 @@ def _train_seeds(
     con: Console,
     info: DistInfo,
 ) -> tuple[RunDir, dict[str, Any]]:
+    from cudalab.env.device import resolve_device
     from cudalab.env.fingerprint import fingerprint
 
+    resolve_device(cfg.train.device, info.local_rank)  # fails before any run directory exists
     run = _parent_run(cfg, runs_root, run_id, resume, info)
     environment = fingerprint() if info.is_main else {}
     if info.is_main:
@@ -402,9 +404,9 @@ def _parent_run(cfg: GraphConfig, root: Path, run_id: str | None, resume: Resume
     if info.is_main:  # rank 0 picks the directory; the others take its choice
         if run_id is not None:
             path = root / TASK / run_id
-            if resume.mode == "never" and path.exists():
+            if resume == "never" and path.exists():
                 raise ValueError(f"{path}: run exists; use --resume auto to continue it")
-        elif resume.mode == "auto":
+        elif resume == "auto":
             found = find_resumable(root, TASK, cfg)
             path = found.path if found is not None else None
         if path is None:

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from cudalab._io import atomic_write_json
-from cudalab.errors import CudalabError, ExitCode
+from cudalab.env.device import resolve_device
+from cudalab.errors import CudalabError
 from cudalab.radio.candidates import Candidate, write_candidates
 from cudalab.radio.constants import DM_CONSTANT
 from cudalab.radio.dedisperse import dedisperse, scrunch_time
@@ -113,21 +114,6 @@ def default_config() -> SearchConfig:
     return SearchConfig()
 
 
-def pick_device(name: str) -> torch.device:
-    """``auto``: the GPU when torch can use one, else the CPU; ``cuda`` without a usable GPU is an error."""
-    if name == "cpu":
-        return torch.device("cpu")
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if (
-        name == "cuda"
-    ):  # the job cannot run as asked: a problem found (exit 1, as `cudalab bench --device cuda`)
-        raise CudalabError(
-            "--device cuda: no usable CUDA GPU (run 'cudalab doctor' to see why)", ExitCode.PROBLEM
-        )
-    return torch.device("cpu")
-
-
 @dataclass
 class SearchResult:
     """What a search found and how it ran."""
@@ -180,7 +166,7 @@ class _StageClock:
 def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None = None) -> SearchResult:
     """Search ``path`` and return the candidates (brightest first); writes nothing."""
     t_start = time.perf_counter()
-    device = pick_device(cfg.device)
+    device, _ = resolve_device(cfg.device)
     obs = open_observation(path)
     h = obs.header
     if h.data_type == 2 or h.nchans < 2:

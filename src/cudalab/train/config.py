@@ -19,9 +19,9 @@ from typing import Any, Literal, TypeVar
 import tomli_w
 
 from cudalab._io import atomic_write_text
+from cudalab.env.device import Device
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
-Device = Literal["auto", "cpu", "cuda"]
 
 C = TypeVar("C")
 
@@ -112,7 +112,7 @@ class TrainConfig:
             raise ValueError("train.patience needs train.early_stop_metric")
         if self.tiebreak_metric and not self.early_stop_metric:
             raise ValueError("train.tiebreak_metric needs train.early_stop_metric")
-        _check_literals(self)
+        check_literals(self)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -124,7 +124,7 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _check_literals(obj: Any) -> None:
+def check_literals(obj: Any) -> None:
     """Reject a value outside a ``Literal`` field's choices (dataclasses do not check types)."""
     for f in fields(obj):
         hint = _hints(type(obj))[f.name]
@@ -270,6 +270,7 @@ __all__ = [
     "Device",
     "Precision",
     "TrainConfig",
+    "check_literals",
     "describe",
     "flatten",
     "from_dict",

@@ -51,12 +51,15 @@ def env_world(environ: Mapping[str, str] | None = None) -> tuple[int, int, int]:
         raise RuntimeError(f"malformed torchrun environment: {exc}") from None
 
 
-def init(device_type: str) -> DistInfo:
-    """Join the process group torchrun describes (no-op for a single process)."""
+def init(device: str) -> DistInfo:
+    """Join the process group torchrun describes (no-op for a single process).
+
+    ``device`` is the run's requested device (auto/cpu/cuda): NCCL when it resolves to GPUs, else gloo.
+    """
     rank, local_rank, world = env_world()
     if world <= 1:
         return DistInfo()
-    backend = "nccl" if device_type == "cuda" else "gloo"
+    backend = "nccl" if device != "cpu" and torch.cuda.is_available() else "gloo"
     if not dist.is_initialized():
         if backend == "nccl":
             torch.cuda.set_device(local_rank)

@@ -27,12 +27,13 @@ from rich.progress import (
 )
 from torch import nn
 
+from cudalab.env.device import resolve_device
 from cudalab.train import distributed as dist
 from cudalab.train import rng
 from cudalab.train.checkpoint import CheckpointDir
 from cudalab.train.config import TrainConfig, describe
 from cudalab.train.distributed import DistInfo
-from cudalab.train.precision import PrecisionPlan, resolve_device, resolve_precision
+from cudalab.train.precision import PrecisionPlan, resolve_precision
 from cudalab.train.run import MetricsLog, RunDir
 
 
@@ -122,12 +123,9 @@ def build_optimizer(cfg: TrainConfig, groups: list[dict[str, Any]]) -> torch.opt
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
-@dataclass(frozen=True, slots=True)
-class Resume:
-    """``never``: start at step 0 (a run directory with checkpoints is refused); ``auto``: continue
-    from the newest valid checkpoint when there is one."""
-
-    mode: Literal["never", "auto"] = "auto"
+Resume = Literal["auto", "never"]
+"""``auto``: continue from the newest valid checkpoint when there is one; ``never``: start at step 0
+and refuse a run directory that holds checkpoints."""
 
 
 @dataclass(slots=True)
@@ -136,9 +134,8 @@ class FitResult:
 
     summary: dict[str, Any]
     model: nn.Module
-    resumed_from: int | None
+    """The trained plain module (unwrapped from DDP and torch.compile)."""
     precision: PrecisionPlan
-    device: torch.device
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -174,7 +171,7 @@ def fit(
     cfg: TrainConfig,
     run: RunDir,
     *,
-    resume: Resume = Resume(),
+    resume: Resume = "auto",
     environment: dict[str, Any] | None = None,
     run_config: Any = None,
     console: Console | None = None,
@@ -195,7 +192,7 @@ def fit(
     from cudalab.env.fingerprint import fingerprint
 
     con = console or Console(stderr=True)
-    info = info or dist.init("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
+    info = info or dist.init(cfg.device)
     main = info.is_main
     say: Callable[[str], None] = con.print if main else (lambda _msg: None)
 
@@ -238,7 +235,7 @@ def fit(
     loaded, skipped = ckpts.newest_valid(map_location="cpu")
     for why in skipped:
         say(f"[yellow]skipped[/] {why}")
-    if loaded is not None and resume.mode == "never":
+    if loaded is not None and resume == "never":
         raise ValueError(f"{run.path}: already holds checkpoints; resume it or choose a new run id")
     if loaded is not None:
         ck = loaded.state
@@ -342,15 +339,20 @@ def fit(
                 state.best_value, state.best_step, state.bad_evals = metrics[metric], state.step, 0
                 state.best_metrics = dict(metrics)
                 if main:
-                    ckpts.save_best({**_best_payload(), "metrics": metrics})
+                    ckpts.save_best(
+                        {
+                            "step": state.step,
+                            "epoch": state.epoch,
+                            "batch": state.batch,
+                            "model": core.state_dict(),
+                            "metrics": metrics,
+                        }
+                    )
             else:
                 state.bad_evals += 1
                 if cfg.patience and state.bad_evals >= cfg.patience:
                     state.stopped_early = True
         return metrics
-
-    def _best_payload() -> dict[str, Any]:
-        return {"step": state.step, "epoch": state.epoch, "batch": state.batch, "model": core.state_dict()}
 
     # -- the loop -----------------------------------------------------------------------------------
     if main and resumed_from is None:
@@ -363,7 +365,6 @@ def fit(
     bar = progress.add_task("train", total=total_steps, completed=state.step) if progress else None
     loss_sum = torch.zeros((), device=device)
     loss_count = 0
-    saved_step = state.step if resumed_from is not None else -1
     done = state.stopped_early or state.step >= total_steps
     core.train()
     t_start = time.perf_counter() - state.train_time_s
@@ -437,7 +438,6 @@ def fit(
                     or last
                 ):
                     save_checkpoint()
-                    saved_step = state.step
                 if progress is not None and bar is not None:
                     shown = state.last_metrics.get(cfg.early_stop_metric) if cfg.early_stop_metric else None
                     progress.update(
@@ -460,9 +460,7 @@ def fit(
                     f"but said it has {micro_per_epoch}"
                 )
 
-    if saved_step != state.step:  # e.g. resumed at the final step, or a data set shorter than planned
-        save_checkpoint()
-    if not state.last_metrics:
+    if not state.last_metrics:  # resumed past the planned end (fewer epochs asked) from an unevaluated step
         evaluate()
     summary = {
         "steps": state.step,
@@ -489,7 +487,7 @@ def fit(
             tb.close()
         run.finish(summary)
     dist.barrier(info)
-    return FitResult(summary=summary, model=core, resumed_from=resumed_from, precision=plan, device=device)
+    return FitResult(summary=summary, model=core, precision=plan)
 
 
 def _progress(console: Console) -> Progress:

@@ -1,4 +1,4 @@
-"""Device and numeric precision, decided once per run with a reason that is printed and saved."""
+"""Numeric precision, decided once per run with a reason that is printed and saved."""
 
 from __future__ import annotations
 
@@ -6,14 +6,10 @@ from dataclasses import dataclass
 
 import torch
 
-from cudalab.train.config import Device, Precision
+from cudalab.train.config import Precision
 
 #: bf16 tensor cores and full-range bf16 arithmetic arrive with Ampere (compute capability 8.0).
 BF16_MIN_CAPABILITY = (8, 0)
-
-
-class DeviceUnavailableError(RuntimeError):
-    """The device asked for cannot be used here (the job cannot run; exit code 1)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,27 +25,10 @@ class PrecisionPlan:
     reason: str
 
 
-def resolve_device(requested: Device, local_rank: int = 0) -> tuple[torch.device, str]:
-    """The device this rank trains on, and why. ``cuda`` without a usable GPU is an error."""
-    usable = torch.cuda.is_available()
-    if requested == "cpu" or (requested == "auto" and not usable):
-        why = "asked for" if requested == "cpu" else "no usable CUDA GPU (run `cudalab doctor` for why)"
-        return torch.device("cpu"), f"cpu: {why}"
-    if not usable:
-        raise DeviceUnavailableError(
-            "--device cuda asked for, but no CUDA GPU is usable (run `cudalab doctor`)"
-        )
-    count = torch.cuda.device_count()
-    if local_rank >= count:
-        raise DeviceUnavailableError(f"local rank {local_rank} has no GPU: only {count} visible")
-    dev = torch.device("cuda", local_rank)
-    return dev, f"cuda:{local_rank} ({torch.cuda.get_device_name(dev)})"
-
-
 def resolve_precision(requested: Precision, device: torch.device) -> PrecisionPlan:
     """Pick the training precision for ``device``; an explicit request wins where it can run."""
     if device.type != "cuda":
-        if requested in ("fp16",):
+        if requested == "fp16":
             raise ValueError("precision fp16 needs a CUDA GPU; use bf16 or fp32 on CPU")
         if requested == "bf16":
             return PrecisionPlan("bf16", torch.bfloat16, False, "bf16 autocast on CPU: asked for")

@@ -156,22 +156,14 @@ class MetricsLog:
         self._fh: IO[str] | None = None
 
     def truncate_after(self, step: int) -> int:
-        """Keep only records with ``step <= step`` (the killed run logged past its last checkpoint)."""
+        """Keep only records with ``step <= step`` (the killed run logged past its last checkpoint,
+        and may have torn its last line); return how many lines were dropped."""
         if not self.path.is_file():
             return 0
-        kept, dropped = [], 0
-        for line in self.path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:  # a line torn by the kill
-                dropped += 1
-                continue
-            if isinstance(rec, dict) and int(rec.get("step", 0)) <= step:
-                kept.append(line)
-            else:
-                dropped += 1
-        atomic_write_text(self.path, "".join(f"{ln}\n" for ln in kept))
-        return dropped
+        lines = self.path.read_text().count("\n")
+        kept = [r for r in read_metrics(self.path) if int(r.get("step", 0)) <= step]
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        return lines - len(kept)
 
     def write(self, record: dict[str, Any]) -> None:
         if self._fh is None:
