@@ -18,19 +18,20 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
+def atomic_open(path: str | os.PathLike[str], mode: int | None = None) -> Iterator[IO[bytes]]:
     """Open a binary file that appears at ``path`` only when the block completes without error.
 
     The data go to a temporary file beside the target (same file system, so :func:`os.replace` is
-    atomic), which is fsynced, given the permissions a normal ``open`` would (0666 less the umask;
-    ``mkstemp`` would leave 0600), renamed over the target, and the folder fsynced so the rename
-    survives a power cut. On an exception the temporary file is removed and the target untouched.
+    atomic), which is fsynced, given ``mode`` or else the permissions a normal ``open`` would (0666
+    less the umask; ``mkstemp`` would leave 0600), renamed over the target, and the folder fsynced so
+    the rename survives a power cut. On an exception the temporary file is removed and the target
+    untouched. A secret passes ``mode=0o600``: it is never readable by others, not even briefly.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
+        os.fchmod(fd, (0o666 & ~_umask()) if mode is None else mode)
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()
@@ -46,18 +47,18 @@ def atomic_open(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
         os.close(dir_fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int | None = None) -> Path:
     """Write ``data`` to ``path`` atomically; see :func:`atomic_open`."""
-    with atomic_open(path) as fh:
+    with atomic_open(path, mode) as fh:
         fh.write(data)
     return Path(path)
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+def atomic_write_text(path: str | os.PathLike[str], text: str, mode: int | None = None) -> Path:
     """Write UTF-8 ``text`` atomically; see :func:`atomic_open`."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    return atomic_write_bytes(path, text.encode("utf-8"), mode)
 
 
-def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+def atomic_write_json(path: str | os.PathLike[str], obj: Any, mode: int | None = None) -> Path:
     """Write ``obj`` as indented JSON (with a final newline) atomically."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n", mode)

@@ -8,6 +8,7 @@ User mistakes print one line on stderr and exit 2; they never show a traceback.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -83,10 +84,16 @@ def doctor(
         ),
     ] = None,
     smoke: Annotated[bool, typer.Option("--smoke/--no-smoke", help="Run the functional GPU tests.")] = True,
+    banner: Annotated[
+        bool,
+        typer.Option(
+            "--banner", help="Only the verdict, framed with cause and fix when not ready (container start)."
+        ),
+    ] = False,
 ) -> None:
     """Say whether this machine can do GPU work; if not, the cause and the fix."""
     from cudalab.env.doctor import run_doctor
-    from cudalab.env.report import render_doctor
+    from cudalab.env.report import render_banner, render_doctor
 
     report = run_doctor(facts, import_torch=import_torch, smoke=smoke)
     data = report.to_dict()
@@ -94,6 +101,8 @@ def doctor(
         atomic_write_json(output, data)
     if json_out:
         _emit_json(data, None)
+    elif banner:
+        render_banner(report, _console(), image=os.environ.get("CUDALAB_IMAGE"))
     else:
         console = _console()
         render_doctor(report, console, origin=str(facts) if facts else None)
@@ -226,6 +235,10 @@ def _add_workloads() -> None:
     from cudalab.train.cli import app as runs_app
 
     app.add_typer(runs_app, name="runs")
+
+    from cudalab.lab.cli import app as lab_app
+
+    app.add_typer(lab_app, name="lab")
 
 
 _add_workloads()
