@@ -1,22 +1,42 @@
 # The README's two commands: `make demo` (the main job) and `make test` (the CPU test suite).
 # Both build .venv from scratch on a fresh machine; the stamp files make reruns instant.
+# Every install goes through constraints.txt, the pinned stack the image installs too.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip install -q -c constraints.txt
 
-.PHONY: demo test lint bench-doctor clean
+# The image (docker/Dockerfile): make image CUDA_VARIANT=cu126|cu128|cu130 [TORCH_VERSION=x.y.z] [EXTRAS=...]
+VERSION       := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+TORCH_VERSION ?= $(shell sed -n 's/^torch==//p' constraints.txt)
+CUDA_VARIANT  ?= cu128
+EXTRAS        ?= radio,graph,lab
+IMAGE         ?= cudalab:$(VERSION)-torch$(word 1,$(subst ., ,$(TORCH_VERSION))).$(word 2,$(subst ., ,$(TORCH_VERSION)))-$(CUDA_VARIANT)
+
+.PHONY: demo test lint bench-doctor clean constraints image ssh-tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[radio]'
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) -e '.[radio]'
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[radio,graph,dev]'
+$(VENV)/.installed-dev: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) -e '.[radio,graph,lab,dev]'
 	touch $@ $(VENV)/.installed
+
+# The lab's SSH tests need a real sshd and ssh client; installed here when absent and possible (root
+# with apt-get, as on CI). Elsewhere the tests that need them say so and skip.
+ssh-tools:
+	@if command -v ssh >/dev/null && { command -v sshd >/dev/null || test -x /usr/sbin/sshd; }; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing openssh-server and openssh-client for the lab's SSH tests"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq openssh-server openssh-client >/dev/null 2>&1 || \
+	  { apt-get update -qq >/dev/null && apt-get install -y -qq openssh-server openssh-client >/dev/null; }; \
+	else echo "note: no sshd here and no root apt-get to install it: the lab's SSH tests will skip"; fi
 
 # The main job: simulate a 13 s, 512-channel observation with bursts, a pulsar and RFI, search it
 # (GPU when usable), and write demo-out/search/report.html. About 30 s on a 2-core CPU.
@@ -24,7 +44,7 @@ demo: $(VENV)/.installed
 	$(BIN)/cudalab doctor
 	$(BIN)/cudalab radio demo --out demo-out
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev ssh-tools
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-dev
@@ -34,6 +54,21 @@ lint: $(VENV)/.installed-dev
 
 bench-doctor: $(VENV)/.installed
 	$(BIN)/python benchmarks/doctor_latency.py
+
+# Rewrite constraints.txt from .venv (after changing a dependency): every package pinned except the
+# CUDA runtime wheels, which follow the torch build (the image's CUDA_VARIANT) rather than the venv.
+constraints: | $(BIN)/python
+	{ echo "# The pinned stack shared by the venv (Makefile) and the image (docker/Dockerfile)."; \
+	  echo "# Regenerate with: make constraints"; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v '^#' \
+	  | grep -v -P '^(nvidia-(?!ml-py)|triton==|cuda-(bindings|pathfinder|toolkit)==)'; } > constraints.txt.tmp
+	mv constraints.txt.tmp constraints.txt
+
+image:
+	docker build -f docker/Dockerfile -t $(IMAGE) \
+	  --build-arg CUDALAB_VERSION=$(VERSION) --build-arg TORCH_VERSION=$(TORCH_VERSION) \
+	  --build-arg CUDA_VARIANT=$(CUDA_VARIANT) --build-arg EXTRAS=$(EXTRAS) .
+	@echo "built $(IMAGE)"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -85,6 +85,33 @@ def test_doctor_facts_require_gpu(capsys: pytest.CaptureFixture[str]) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("fixture", "expected"),
+    [
+        # the driver cannot run this image's CUDA: the banner names the image variant it can run
+        ("driver_too_old", ["needs driver >= 580.65.06", "Fix:", "image: cudalab:"]),
+        # the container was started without its GPUs
+        ("container_no_gpus", ["without /dev/nvidia* device nodes", "docker run --gpus all"]),
+    ],
+)
+def test_doctor_banner_frames_cause_and_fix(
+    fixture: str, expected: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CUDALAB_IMAGE", "cudalab:9.9.9-torch2.14-cu130")
+    main(["doctor", "--banner", "--facts", str(FIXTURES / f"{fixture}.json")])
+    out = capsys.readouterr().out
+    assert "cudalab doctor in cudalab:9.9.9-torch2.14-cu130" in out
+    squeezed = "".join(out.replace("│", "").split())  # the panel wraps text wherever the width falls
+    for text in expected:
+        assert "".join(text.split()) in squeezed, text
+
+
+def test_doctor_banner_is_one_line_when_ready(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctor", "--banner", "--facts", str(FIXTURES / "h100_healthy.json")]) == ExitCode.OK
+    out = capsys.readouterr().out.strip()
+    assert out.startswith("cudalab doctor: GPU ready") and "\n" not in out
+
+
 def test_doctor_facts_json_names_the_cause(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["doctor", "--json", "--facts", str(FIXTURES / "fabric_manager.json")]) == ExitCode.PROBLEM
     data = json.loads(capsys.readouterr().out)
