@@ -13,7 +13,7 @@ CUDA_VARIANT  ?= cu128
 EXTRAS        ?= radio,graph,lab
 IMAGE         ?= cudalab:$(VERSION)-torch$(word 1,$(subst ., ,$(TORCH_VERSION))).$(word 2,$(subst ., ,$(TORCH_VERSION)))-$(CUDA_VARIANT)
 
-.PHONY: demo test lint bench-doctor clean constraints image ssh-tools
+.PHONY: demo test lint bench-doctor clean constraints image image-check ssh-tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,13 @@ constraints: | $(BIN)/python
 	  $(BIN)/python -m pip freeze --exclude-editable | grep -v '^#' \
 	  | grep -v -P '^(nvidia-(?!ml-py)|triton==|cuda-(bindings|pathfinder|toolkit)==)'; } > constraints.txt.tmp
 	mv constraints.txt.tmp constraints.txt
+
+# Without an engine: would the image's Python (3.12, manylinux x86_64) find a wheel for every pin?
+image-check: | $(BIN)/python
+	grep -v -E '^(#|torch==)' constraints.txt > .image-reqs.tmp
+	$(BIN)/python -m pip install -q --dry-run --no-deps --ignore-installed --only-binary=:all: \
+	  --python-version 3.12 --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
+	  --target .image-check.tmp -r .image-reqs.tmp; rc=$$?; rm -rf .image-reqs.tmp .image-check.tmp; exit $$rc
 
 image:
 	docker build -f docker/Dockerfile -t $(IMAGE) \

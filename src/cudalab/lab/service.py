@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cudalab._io import atomic_write_json, atomic_write_text
@@ -568,7 +569,7 @@ def up(p: Prepared, console: Console) -> int:
                 log = p.paths.jupyter_log if name == "jupyter" else p.paths.sshd_log
                 console.print(
                     f"[bold red]{name} exited ({procs[name].returncode}); stopping the lab.[/] "
-                    f"Last lines of {log}: {_log_tail(log)}"
+                    f"Last lines of {log}: {escape(_log_tail(log))}"
                 )
                 return int(ExitCode.PROBLEM)
             time.sleep(0.5)
