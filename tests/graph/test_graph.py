@@ -50,6 +50,39 @@ def test_gcn_on_cora_reaches_78_percent_in_100_epochs(planetoid: Path, tmp_path:
     assert (run.path / "seed-0" / "checkpoints" / "best.pt").is_file()
 
 
+def test_appnp_drops_edges_afresh_at_every_step() -> None:
+    """Each of the K steps drops out the normalised weights, never the previous step's survivors
+    (PyG's APPNP layer, <= 2.8.1, compounds them: pyg-team/pytorch_geometric#10783)."""
+    from unittest import mock
+
+    import torch.nn.functional as F  # noqa: N812
+    from torch_geometric.nn import APPNP as PygAPPNP  # noqa: N811
+
+    from cudalab.graph.models import PPRPropagation
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 5, generator=g)
+    edges = torch.randint(0, 40, (2, 200), generator=g)
+    prop = PPRPropagation(k=6, alpha=0.1, dropout=0.5)
+    seen: list[torch.Tensor] = []
+    real_dropout = F.dropout  # the patch below replaces it on torch.nn.functional itself
+
+    def spy(w: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+        seen.append(w.clone())
+        return real_dropout(w, p, training)
+
+    with mock.patch("cudalab.graph.models.F.dropout", side_effect=spy):
+        prop.train()(x, edges)
+    assert len(seen) == 6 and all(torch.equal(w, seen[0]) for w in seen)
+    assert torch.allclose(prop.eval()(x, edges), PygAPPNP(6, 0.1).eval()(x, edges), atol=1e-6)
+
+
+def test_appnp_learns_on_cora_with_the_papers_dropout(planetoid: Path, tmp_path: Path) -> None:
+    cfg = _preset("appnp", planetoid, max_epochs=100, patience=0)
+    _, summary = train_graph(cfg, runs_root=tmp_path, console=Console(quiet=True))
+    assert summary["test_acc_mean"] >= 0.75  # the compounded edge dropout left it at chance (~0.3)
+
+
 def test_planetoid_public_split(planetoid: Path) -> None:
     for name, nodes, classes in (("Cora", 2708, 7), ("CiteSeer", 3327, 6)):
         d = load_planetoid(planetoid, name, download=False)  # type: ignore[arg-type]

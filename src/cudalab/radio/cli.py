@@ -149,6 +149,7 @@ def _search_config(
     top: int,
     zero_dm: bool,
     gulp: int,
+    subbands: int = 0,
 ) -> Any:
     from cudalab.radio.pipeline import SearchConfig
     from cudalab.radio.rfi import RfiConfig
@@ -163,6 +164,7 @@ def _search_config(
             cutouts=cutouts,
             report_top=top,
             gulp=gulp,
+            subbands=subbands,
             rfi=RfiConfig(zero_dm=zero_dm),
         )
     except ValueError as exc:
@@ -215,13 +217,16 @@ def search(
     top: Annotated[int, typer.Option(help="Candidates plotted in the report.")] = 8,
     zero_dm: Annotated[bool, typer.Option("--zero-dm/--no-zero-dm", help="Subtract the DM-0 series.")] = True,
     gulp: Annotated[int, typer.Option(help="Samples per block (memory bound).")] = 1 << 15,
+    subbands: Annotated[
+        int, typer.Option(help="0: direct dedispersion; N: two stages with N sub-bands (fewer adds).")
+    ] = 0,
     truth: Annotated[Path | None, typer.Option(help="A simulator truth table: mark injected pulses.")] = None,
 ) -> None:
     """Search a file: candidates.csv, candidates.cand, cands/*.h5 (FETCH) and report.html in --out."""
     from cudalab.radio.pipeline import run_search
     from cudalab.radio.simulate import load_truth
 
-    cfg = _search_config(dm_min, dm_max, snr, max_width_ms, device, cutouts, top, zero_dm, gulp)
+    cfg = _search_config(dm_min, dm_max, snr, max_width_ms, device, cutouts, top, zero_dm, gulp, subbands)
     truth_table = None
     if truth is not None:
         try:

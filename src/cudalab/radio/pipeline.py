@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from cudalab._io import atomic_write_json
 from cudalab.env.device import resolve_device
@@ -32,6 +33,7 @@ from cudalab.radio.plan import DedispersionPlan, make_plan
 from cudalab.radio.refine import refine_dm
 from cudalab.radio.rfi import RfiConfig, clean_block
 from cudalab.radio.search import Giants, cluster_giants, find_giants, normalise
+from cudalab.radio.subband import SubbandPlan, dedisperse_subband, plan_subbands
 
 Progress = Callable[[str, int, int], None]
 
@@ -56,6 +58,9 @@ class SearchConfig:
         Running-median window for each DM trial's baseline, seconds.
     scrunch, scrunch_tolerance, max_scrunch
         Adaptive time scrunching (see :mod:`cudalab.radio.plan`).
+    subbands, subband_tolerance
+        0: direct dedispersion. N: two stages with N sub-bands (:mod:`cudalab.radio.subband`), each
+        trial's delays within ``subband_tolerance + 1`` (scrunched) samples of its own.
     gulp
         Native samples advanced per block (memory ~ nchans x (gulp + overlap) x 4 bytes, plus the
         dedispersed block ndm x gulp x 4 bytes).
@@ -85,6 +90,8 @@ class SearchConfig:
     scrunch: bool = True
     scrunch_tolerance: float = 1.15
     max_scrunch: int = 16
+    subbands: int = 0
+    subband_tolerance: int = 1
     gulp: int = 1 << 15
     rfi: RfiConfig = field(default_factory=RfiConfig)
     time_tol: float = 3.0
@@ -101,6 +108,8 @@ class SearchConfig:
             raise ValueError(f"need 0 <= dm_min <= dm_max, got {self.dm_min}, {self.dm_max}")
         if self.snr_threshold <= 0 or self.max_width_s <= 0 or self.baseline_s <= 0:
             raise ValueError("snr_threshold, max_width_s and baseline_s must be > 0")
+        if self.subbands < 0 or self.subband_tolerance < 0:
+            raise ValueError("subbands and subband_tolerance must be >= 0")
         if self.gulp < 256:
             raise ValueError(f"gulp must be >= 256 samples, not {self.gulp}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -188,16 +197,22 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
     max_w = widths[-1]
     max_s = int(plan.scrunch.max())
     overlap = plan.max_delay + max_w + max_s
+    if cfg.subbands:  # two-stage delays may exceed a trial's own by subband_tolerance + 1 samples
+        overlap += (cfg.subband_tolerance + 1) * max_s
     gulp = max(cfg.gulp, 2 * overlap)
     gulp = (
         -(-gulp // max_s) * max_s
     )  # a multiple of every scrunch factor: blocks start on whole scrunched samples
     # (factor, trial indices, delays on the device, their maximum kept on the host: reading it back from
     # the device tensor would cost a GPU->CPU sync per group per block)
-    groups = []
+    groups: list[tuple[int, NDArray[np.int64], torch.Tensor | SubbandPlan, int]] = []
     for s, idx in plan.groups():
         d = plan.delays_scrunched(s, idx)
-        groups.append((s, idx, torch.from_numpy(d).to(device), int(d.max())))
+        if cfg.subbands:
+            sub = plan_subbands(d, min(cfg.subbands, h.nchans), cfg.subband_tolerance)
+            groups.append((s, idx, sub, int(sub.effective_delays().max())))
+        else:
+            groups.append((s, idx, torch.from_numpy(d).to(device), int(d.max())))
     clock = _StageClock(device)
     parts: list[Giants] = []
     mask_union = np.zeros(h.nchans, dtype=bool)
@@ -224,7 +239,11 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
             if nout <= 0:
                 continue
             with clock("dedisperse"):
-                series = dedisperse(scrunch_time(x, factor), delays, nout, weights=weights)
+                xs = scrunch_time(x, factor)
+                if isinstance(delays, SubbandPlan):
+                    series = dedisperse_subband(xs, delays, nout, weights=weights)
+                else:
+                    series = dedisperse(xs, delays, nout, weights=weights)
             with clock("search"):
                 z = normalise(series, max(8, int(cfg.baseline_s / (h.tsamp_s * factor))))
                 parts.append(

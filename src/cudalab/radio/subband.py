@@ -1,0 +1,191 @@
+"""Two-stage (sub-band) dedispersion: the same sums as the direct method at a fraction of the adds.
+
+The band is cut into ``nsub`` contiguous sub-bands. A trial's delay of channel ``c`` in sub-band
+``b`` splits into the delay of the sub-band's reference (highest-frequency) channel, ``A[i, b]``, and
+the delay inside the sub-band, ``R[i, c]``. The inner part changes slowly with DM, so neighbouring
+trials share it:
+
+- stage 1, once per *nominal* trial ``j``: ``S[j, b, t] = sum_{c in b} x[c, t + R[j, c]]``;
+- stage 2, for every trial ``i`` with nominal ``j(i)``: ``out[i, t] = sum_b S[j(i), b, t + A[i, b]]``.
+
+So trial ``i`` is dedispersed exactly, as a direct sum, with the delays ``A[i, b(c)] + R[j(i), c]``;
+they differ from its own delays by at most ``tolerance`` samples (the nominal trials are chosen so),
+which widens a pulse by at most that much. :class:`SubbandPlan` records the largest difference.
+
+Adds per output sample: ``n_nominal * nchans + ndm * nsub`` instead of ``ndm * nchans``. Both
+stages call :func:`cudalab.radio.dedisperse.dedisperse`, so they run wherever it runs and a faster
+kernel speeds up both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from cudalab.radio.dedisperse import dedisperse
+
+
+@dataclass(frozen=True)
+class SubbandPlan:
+    """How a group of trials is dedispersed in two stages.
+
+    Attributes
+    ----------
+    bounds
+        ``(nsub + 1,)`` channel index where each sub-band starts, and the end.
+    ref
+        ``(nsub,)`` the reference channel of each sub-band (its smallest delay: highest frequency).
+    nominal
+        ``(n_nominal,)`` row of each nominal trial in the group's delay table.
+    assign
+        ``(ndm,)`` index into ``nominal`` used by each trial.
+    outer
+        ``(ndm, nsub)`` stage-2 delays, ``A[i, b]``.
+    inner
+        ``(n_nominal, nchans)`` stage-1 delays, ``R[j, c]`` (relative to the sub-band's reference).
+    max_error
+        Largest ``|A[i, b(c)] + R[j(i), c] - D[i, c]|`` over all trials and channels, in samples.
+    """
+
+    bounds: NDArray[np.int64]
+    ref: NDArray[np.int64]
+    nominal: NDArray[np.int64]
+    assign: NDArray[np.int64]
+    outer: NDArray[np.int64]
+    inner: NDArray[np.int64]
+    max_error: int
+
+    @property
+    def nsub(self) -> int:
+        return len(self.ref)
+
+    def effective_delays(self) -> NDArray[np.int64]:
+        """``(ndm, nchans)``: the delays the two stages together apply to each trial."""
+        sub_of = np.repeat(np.arange(self.nsub), np.diff(self.bounds))
+        return self.outer[:, sub_of] + self.inner[self.assign]
+
+    def adds_ratio(self) -> float:
+        """Channel-adds of the two stages over the direct method's, per output sample."""
+        ndm, nchans = len(self.assign), int(self.bounds[-1])
+        return (len(self.nominal) * nchans + ndm * self.nsub) / max(ndm * nchans, 1)
+
+
+def plan_subbands(delays: NDArray[np.int64], nsub: int, tolerance: int = 1) -> SubbandPlan:
+    """Choose the nominal trials for ``delays`` (``(ndm, nchans)``, sorted by DM) and ``nsub`` sub-bands.
+
+    Trials are taken in DM order; a run of trials shares the nominal in its middle while the inner
+    delays of its first and last trial differ by at most ``2 * tolerance`` in every channel (delays
+    grow about linearly with DM), and the run is shortened until every trial in it is within
+    ``tolerance + 1`` samples of its own delays (the 1: each of the two parts is rounded).
+    """
+    delays = np.asarray(delays, dtype=np.int64)
+    ndm, nchans = delays.shape
+    if not 1 <= nsub <= nchans:
+        raise ValueError(f"nsub must be between 1 and nchans ({nchans}), not {nsub}")
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0, not {tolerance}")
+    bounds = np.linspace(0, nchans, nsub + 1).round().astype(np.int64)
+    sub_of = np.repeat(np.arange(nsub), np.diff(bounds))
+    # the reference of each sub-band: its highest-frequency channel, whose delay is the smallest at
+    # every trial (delays are monotonic in frequency), hence the smallest sum over the trials
+    ref = np.array(
+        [lo + int(np.argmin(delays[:, lo:hi].sum(axis=0))) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+    )
+    outer = delays[:, ref]
+    inner_all = delays - outer[:, sub_of]
+    if ndm and inner_all.min() < 0:
+        raise ValueError("delays must be monotonic in frequency within each sub-band")
+    nominal: list[int] = []
+    assign = np.empty(ndm, dtype=np.int64)
+    start = 0
+    while start < ndm:
+        end = start + 1
+        while end < ndm and np.abs(inner_all[end] - inner_all[start]).max() <= 2 * tolerance:
+            end += 1
+        while True:
+            middle = (start + end - 1) // 2
+            if np.abs(inner_all[start:end] - inner_all[middle]).max() <= tolerance + 1 or end - start == 1:
+                break
+            end -= 1
+        assign[start:end] = len(nominal)
+        nominal.append(middle)
+        start = end
+    nominal_idx = np.asarray(nominal, dtype=np.int64)
+    inner = inner_all[nominal_idx]
+    error = np.abs(outer[:, sub_of] + inner[assign] - delays)
+    return SubbandPlan(
+        bounds=bounds,
+        ref=ref,
+        nominal=nominal_idx,
+        assign=assign,
+        outer=outer,
+        inner=inner,
+        max_error=int(error.max()) if error.size else 0,
+    )
+
+
+def best_nsub(delays: NDArray[np.int64], tolerance: int = 1, candidates: tuple[int, ...] = ()) -> int:
+    """The sub-band count with the fewest channel-adds for ``delays`` (powers of two by default)."""
+    nchans = delays.shape[1]
+    options = candidates or tuple(2**k for k in range(1, int(np.log2(nchans)) + 1) if 2**k < nchans)
+    if not options:
+        return 1
+    return min(options, key=lambda n: plan_subbands(delays, n, tolerance).adds_ratio())
+
+
+def dedisperse_subband(
+    data: torch.Tensor,
+    plan: SubbandPlan,
+    nout: int,
+    *,
+    weights: torch.Tensor | None = None,
+    budget_bytes: int = 1 << 29,
+) -> torch.Tensor:
+    """Dedisperse ``data`` (``(nchans, ntime)``) at the plan's trials in two stages.
+
+    The sub-band series of as many nominal trials as fit in ``budget_bytes`` are made at a time, so
+    the intermediate stays bounded whatever the number of trials. Needs ``ntime >= nout +
+    max(plan.effective_delays())``. Returns ``(ndm, nout)`` float32.
+    """
+    nchans, ntime = data.shape
+    ndm = len(plan.assign)
+    if int(plan.bounds[-1]) != nchans:
+        raise ValueError(f"the plan is for {int(plan.bounds[-1])} channels, the data have {nchans}")
+    out = torch.zeros(ndm, nout, dtype=torch.float32, device=data.device)
+    if nout <= 0 or ndm == 0:
+        return out
+    need = nout + int(plan.effective_delays().max())
+    if need > ntime:
+        raise ValueError(f"need {need} samples for {nout} outputs, have {ntime}")
+    n1 = nout + int(plan.outer.max())  # stage 2 reads S up to t + A[i, b]
+    chunk = max(1, budget_bytes // max(plan.nsub * n1 * 4, 1))
+    inner = torch.from_numpy(plan.inner).to(data.device)
+    outer = torch.from_numpy(plan.outer).to(data.device)
+    order = np.argsort(plan.assign, kind="stable")
+    firsts = np.searchsorted(plan.assign[order], np.arange(len(plan.nominal) + 1))
+    for j0 in range(0, len(plan.nominal), chunk):
+        j1 = min(j0 + chunk, len(plan.nominal))
+        trials_here = order[firsts[j0] : firsts[j1]]
+        stage1 = torch.zeros(j1 - j0, plan.nsub, n1, dtype=torch.float32, device=data.device)
+        for b, (lo, hi) in enumerate(zip(plan.bounds[:-1].tolist(), plan.bounds[1:].tolist(), strict=True)):
+            # only as far as stage 2 reads for these trials; a sample past the data is never read
+            # by an output (ntime >= need), so zeros stand in for it where a nominal overshoots
+            n_b = nout + int(plan.outer[trials_here, b].max()) if len(trials_here) else 0
+            if n_b <= 0:
+                continue
+            x = data[lo:hi]
+            short = n_b + int(plan.inner[j0:j1, lo:hi].max()) - ntime
+            if short > 0:
+                x = torch.nn.functional.pad(x, (0, short))
+            w = None if weights is None else weights[lo:hi]
+            stage1[:, b, :n_b] = dedisperse(x, inner[j0:j1, lo:hi], n_b, weights=w)
+        for j in range(j0, j1):
+            trials = order[firsts[j] : firsts[j + 1]]
+            if len(trials) == 0:
+                continue
+            rows = torch.from_numpy(trials).to(data.device)
+            out[rows] = dedisperse(stage1[j - j0], outer[rows], nout)
+    return out
