@@ -88,3 +88,18 @@ def test_graph_table_prints_a_row_per_config_with_its_target(shared_data: Path, 
     assert [r["config"] for r in rows] == ["gcn/Cora", "gcn/CiteSeer"]
     assert [r["target"] for r in rows] == [81.0, 70.0]
     assert all(r["seeds"] == 2 and 0 <= r["test_acc_mean"] <= 100 and r["epoch_time_ms"] > 0 for r in rows)
+
+
+def test_radio_search_quick_compares_methods_in_one_run() -> None:
+    records = _run("radio_search.py", "--quick", "--device", "cpu")
+    by_method = {r["method"]: r for r in records}
+    assert set(by_method) == {"naive", "direct", "subband"}
+    naive = by_method["naive"]["realtime_factor_search"]
+    for r in records:
+        assert r["naive_realtime_factor"] == pytest.approx(naive)
+        assert r["ratio_to_naive"] == pytest.approx(r["realtime_factor_search"] / naive)
+        assert r["realtime_factor_dedisp"] >= r["realtime_factor_search"] > 0
+        assert r["recall"] is not None and r["injected"] >= 3
+        assert r["floor_realtime_factor"] is None  # no datasheet FP32 rate for a CPU
+    assert by_method["subband"]["adds_per_s_of_data"] < by_method["direct"]["adds_per_s_of_data"]
+    assert by_method["direct"]["adds_per_s_of_data"] <= by_method["naive"]["adds_per_s_of_data"]

@@ -71,7 +71,10 @@ def test_two_stage_dedispersion_finds_the_same_bursts(small_obs: tuple[Path, dic
     two = search_file(path, replace(CFG, subbands=16))
     rec = recovery(two.candidates, truth, snr_min=10.0)
     assert rec["recovered"] == rec["injected"] == 3 and rec["unmatched_dispersed"] == 0, rec["rows"]
-    by_time = {round(r["time_s"], 2): r["found_snr"] for r in recovery(direct.candidates, truth, snr_min=10.0)["rows"]}
+    by_time = {
+        round(r["time_s"], 2): r["found_snr"]
+        for r in recovery(direct.candidates, truth, snr_min=10.0)["rows"]
+    }
     for row in rec["rows"]:  # S/N within the smearing the sub-band tolerance allows
         assert row["found_snr"] >= 0.9 * by_time[round(row["time_s"], 2)]
 

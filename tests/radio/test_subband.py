@@ -26,7 +26,9 @@ def test_two_stages_are_a_direct_sum_with_the_planned_delays(seed: int, nsub: in
     delays = lband_delays()
     plan = plan_subbands(delays, nsub, tolerance)
     effective = plan.effective_delays()
-    assert np.abs(effective - delays).max() == plan.max_error <= tolerance + 1  # +1: the rounding of each part
+    assert (
+        np.abs(effective - delays).max() == plan.max_error <= tolerance + 1
+    )  # +1: the rounding of each part
     rng = np.random.default_rng(seed)
     nout = 700
     data = rng.integers(0, 64, size=(delays.shape[1], nout + int(effective.max()) + 1)).astype(np.float32)

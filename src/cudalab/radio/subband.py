@@ -20,6 +20,7 @@ kernel speeds up both.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 import torch
@@ -92,7 +93,7 @@ def plan_subbands(delays: NDArray[np.int64], nsub: int, tolerance: int = 1) -> S
     # the reference of each sub-band: its highest-frequency channel, whose delay is the smallest at
     # every trial (delays are monotonic in frequency), hence the smallest sum over the trials
     ref = np.array(
-        [lo + int(np.argmin(delays[:, lo:hi].sum(axis=0))) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+        [lo + int(np.argmin(delays[:, lo:hi].sum(axis=0))) for lo, hi in pairwise(bounds.tolist())]
     )
     outer = delays[:, ref]
     inner_all = delays - outer[:, sub_of]
@@ -170,7 +171,7 @@ def dedisperse_subband(
         j1 = min(j0 + chunk, len(plan.nominal))
         trials_here = order[firsts[j0] : firsts[j1]]
         stage1 = torch.zeros(j1 - j0, plan.nsub, n1, dtype=torch.float32, device=data.device)
-        for b, (lo, hi) in enumerate(zip(plan.bounds[:-1].tolist(), plan.bounds[1:].tolist(), strict=True)):
+        for b, (lo, hi) in enumerate(pairwise(plan.bounds.tolist())):
             # only as far as stage 2 reads for these trials; a sample past the data is never read
             # by an output (ntime >= need), so zeros stand in for it where a nominal overshoots
             n_b = nout + int(plan.outer[trials_here, b].max()) if len(trials_here) else 0
@@ -182,10 +183,15 @@ def dedisperse_subband(
                 x = torch.nn.functional.pad(x, (0, short))
             w = None if weights is None else weights[lo:hi]
             stage1[:, b, :n_b] = dedisperse(x, inner[j0:j1, lo:hi], n_b, weights=w)
-        for j in range(j0, j1):
-            trials = order[firsts[j] : firsts[j + 1]]
-            if len(trials) == 0:
-                continue
-            rows = torch.from_numpy(trials).to(data.device)
-            out[rows] = dedisperse(stage1[j - j0], outer[rows], nout)
+        # stage 2, every trial of these nominals at once, one sub-band at a time: row d of the
+        # unfolded view is the sub-band series shifted by d samples, copied only when gathered
+        if len(trials_here) == 0:
+            continue
+        rows = torch.from_numpy(trials_here).to(data.device)
+        local = torch.from_numpy(plan.assign[trials_here] - j0).to(data.device)
+        acc = torch.zeros(len(trials_here), nout, dtype=torch.float32, device=data.device)
+        for b in range(plan.nsub):
+            windows = stage1[:, b].unfold(1, nout, 1)  # (nominals, n1 - nout + 1, nout)
+            acc += windows[local, outer[rows, b]]
+        out[rows] = acc
     return out

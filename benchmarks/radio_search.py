@@ -1,0 +1,178 @@
+"""Speed of the single-pulse search against real time, for each dedispersion method, with recall.
+
+For each case a SIGPROC file (8-bit) with injected bursts is simulated, read once so it sits in the
+page cache, and searched (file -> candidates) with every method in the same run:
+
+- ``naive``: the direct sum at full time resolution for every trial (no adaptive scrunching);
+- ``direct``: the direct sum with adaptive time scrunching (the reference path);
+- ``subband``: two-stage dedispersion (``--subbands``; ``cudalab.radio.subband``) with scrunching.
+
+Printed per case and method, as JSON lines: ``realtime_factor_dedisp`` (observation seconds per
+second of dedispersion), ``realtime_factor_search`` (end to end), ``naive_realtime_factor`` (the naive
+method's end-to-end factor in the same run) and the ratio to it, channel-adds per second of data, the
+brute-force floor (the naive method's adds over the FP32 rate: datasheet peak on a known GPU, marked
+as such, since a measured add rate is not taken yet), and ``recall`` (injected bursts of S/N >= 10
+found at a DM within max(1, 1 %)). Then a short table.
+
+    python benchmarks/radio_search.py                 # FAST-like 4096 ch and a 1024-ch case (GPU machine)
+    python benchmarks/radio_search.py --quick         # small case, seconds on a CPU (keeps the script tested)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from cudalab.radio.evaluate import recovery
+from cudalab.radio.pipeline import SearchConfig, search_file
+from cudalab.radio.plan import make_plan
+from cudalab.radio.simulate import SimConfig, planned_header, random_bursts, simulate
+from cudalab.radio.subband import plan_subbands
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    sim: SimConfig
+    dm_max: float
+    bursts: int
+    subbands: int
+
+
+def cases(quick: bool, duration_s: float | None) -> list[Case]:
+    if quick:
+        sim = SimConfig(nchans=128, tsamp_s=256e-6, fch1_mhz=1500.0, foff_mhz=-300.0 / 128, duration_s=5.0)
+        return [Case("quick-128ch", sim, 400.0, 4, 16)]
+    fast = SimConfig(nchans=4096, tsamp_s=49.152e-6, fch1_mhz=1500.0, foff_mhz=-500.0 / 4096, duration_s=60.0)
+    lband = SimConfig(nchans=1024, tsamp_s=64e-6, fch1_mhz=1500.0, foff_mhz=-300.0 / 1024, duration_s=60.0)
+    out = [Case("fast-4096ch", fast, 3000.0, 40, 128), Case("lband-1024ch", lband, 2000.0, 40, 64)]
+    if duration_s:
+        out = [replace(c, sim=replace(c.sim, duration_s=duration_s)) for c in out]
+    return out
+
+
+def adds_per_second(case: Case, method: str) -> float:
+    """Channel-adds the method makes per second of data (time scrunching and stages included)."""
+    h = planned_header(case.sim)
+    plan = make_plan(h, 0.0, case.dm_max, scrunch=method != "naive")
+    total = 0.0
+    for s, idx in plan.groups():
+        adds = len(idx) * h.nchans
+        if method == "subband":
+            adds *= plan_subbands(plan.delays_scrunched(s, idx), min(case.subbands, h.nchans)).adds_ratio()
+        total += adds / s
+    return total / h.tsamp_s
+
+
+def fp32_adds_per_second(device: str) -> tuple[float | None, str]:
+    """The FP32 add rate of this device: its datasheet peak (an FMA slot per add), or None."""
+    if not device.startswith("cuda"):
+        return None, "no datasheet rate for a CPU"
+    import torch
+
+    from cudalab.env.peaks import lookup
+
+    name = torch.cuda.get_device_name()
+    peaks = lookup(name)
+    if peaks is None or not peaks.fp32_tflops:
+        return None, f"no datasheet FP32 rate for {name}"
+    return peaks.fp32_tflops * 1e12 / 2, f"datasheet FP32 of {name} (not measured)"
+
+
+def run_case(case: Case, workdir: Path, device: str, seed: int) -> list[dict[str, object]]:
+    rng = np.random.default_rng(seed)
+    header = planned_header(case.sim)
+    bursts = random_bursts(
+        case.bursts,
+        rng,
+        header=header,
+        dm_range=(50.0, case.dm_max * 0.95),
+        width_range_s=(0.3e-3, 10e-3),
+        snr_range=(10.0, 30.0),
+        spacing_s=1.0,
+    )
+    path = workdir / f"{case.name}.fil"
+    truth = simulate(replace(case.sim, bursts=tuple(bursts), seed=seed), path)
+    path.read_bytes()  # into the page cache: the search is timed from memory, not from the disk
+    base = SearchConfig(dm_max=case.dm_max, device=device, cutouts=0, refine=0)  # type: ignore[arg-type]
+    methods = {
+        "naive": replace(base, scrunch=False),
+        "direct": base,
+        "subband": replace(base, subbands=case.subbands),
+    }
+    floor_rate, floor_source = fp32_adds_per_second(device if device != "auto" else _auto())
+    records: list[dict[str, object]] = []
+    naive_factor = None
+    for method, cfg in methods.items():
+        t0 = time.perf_counter()
+        res = search_file(path, cfg)
+        seconds = time.perf_counter() - t0
+        rows = recovery(res.candidates, truth, snr_min=10.0)["rows"]
+        factor = header.duration_s / seconds
+        if method == "naive":
+            naive_factor = factor
+        adds = adds_per_second(case, method)
+        naive_adds = adds_per_second(case, "naive")
+        records.append(
+            {
+                "benchmark": "radio_search",
+                "config": case.name,
+                "method": method,
+                "device": res.device,
+                "nchans": header.nchans,
+                "tsamp_us": header.tsamp_s * 1e6,
+                "duration_s": header.duration_s,
+                "ndm": len(res.plan.dms),
+                "dm_max": float(res.plan.dms[-1]),
+                "realtime_factor_dedisp": header.duration_s / max(res.stages.get("dedisperse", 0.0), 1e-9),
+                "realtime_factor_search": factor,
+                "naive_realtime_factor": naive_factor,
+                "ratio_to_naive": factor / naive_factor if naive_factor else None,
+                "stages_s": {k: round(v, 4) for k, v in res.stages.items()},
+                "adds_per_s_of_data": adds,
+                "floor_realtime_factor": floor_rate / naive_adds if floor_rate else None,
+                "floor_source": floor_source,
+                "recall": sum(r["dm_ok"] for r in rows) / len(rows) if rows else None,
+                "injected": len(rows),
+            }
+        )
+        print(json.dumps(records[-1]), flush=True)
+    return records
+
+
+def _auto() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="A small case, seconds on a CPU.")
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    ap.add_argument("--duration", type=float, default=None, help="Seconds per file (default 60).")
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    rows: list[dict[str, object]] = []
+    with tempfile.TemporaryDirectory(prefix="cudalab-radio-search-") as tmp:
+        for case in cases(args.quick, args.duration):
+            rows += run_case(case, Path(tmp), args.device, args.seed)
+    print(
+        f"\n{'config':<14} {'method':<8} {'device':<6} {'x RT dedisp':>11} {'x RT search':>11} {'vs naive':>8} {'recall':>6}"
+    )
+    for r in rows:
+        recall = "-" if r["recall"] is None else f"{r['recall']:.2f}"
+        print(
+            f"{r['config']:<14} {r['method']:<8} {str(r['device'])[:6]:<6} {r['realtime_factor_dedisp']:>11.2f} "
+            f"{r['realtime_factor_search']:>11.2f} {r['ratio_to_naive'] or 0:>8.2f} {recall:>6}"
+        )
+
+
+if __name__ == "__main__":
+    main()
