@@ -14,6 +14,8 @@ def test_token_sources_in_order(tmp_path: Path) -> None:
     stored = tmp_path / "state" / "jupyter_token"
     generated = jupyter.resolve_token(None, {}, stored)
     assert generated.source == "generated" and len(generated.value) >= 40
+    assert not stored.exists(), "resolving reads only"
+    jupyter.store_token(generated, stored)
     assert stored.read_text().strip() == generated.value and stored.stat().st_mode & 0o777 == 0o600
     # the stored token survives a restart
     assert jupyter.resolve_token(None, {}, stored).value == generated.value
@@ -23,7 +25,9 @@ def test_token_sources_in_order(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("f" * 24 + "\n")
     from_file = jupyter.resolve_token(token_file, {"JUPYTER_TOKEN": "e" * 20}, stored)
-    assert from_file.value == "f" * 24 and stored.read_text().strip() == "f" * 24
+    assert from_file.value == "f" * 24
+    jupyter.store_token(from_file, stored)
+    assert stored.read_text().strip() == "f" * 24
 
 
 @pytest.mark.parametrize("bad", ["short", "has a space in it!!!", ""])

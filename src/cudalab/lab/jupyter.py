@@ -32,13 +32,11 @@ class Token:
     source: str
 
 
-def resolve_token(
-    token_file: Path | None, environ: Mapping[str, str], stored: Path, *, store: bool = True
-) -> Token:
-    """The lab's token: from ``token_file``, else ``$JUPYTER_TOKEN``, else ``stored`` (made on first use).
+def resolve_token(token_file: Path | None, environ: Mapping[str, str], stored: Path) -> Token:
+    """The lab's token: from ``token_file``, else ``$JUPYTER_TOKEN``, else ``stored``, else a new one.
 
-    Whatever its source, the token in force is written to ``stored`` (0600) unless ``store`` is
-    False; ``lab status`` names that file so the user can always find the token.
+    Reads only; :func:`store_token` then writes the token in force to ``stored``, the file
+    ``lab status`` names so the user can always find it.
     """
     if token_file is not None:
         try:
@@ -56,8 +54,6 @@ def resolve_token(
         raise CudalabError(
             f"{token.source}: the Jupyter token must be at least {MIN_TOKEN_CHARS} characters without spaces"
         )
-    if store:
-        store_token(token, stored)
     return token
 
 
@@ -166,15 +162,7 @@ def check_installed() -> None:
         raise CudalabError(f"JupyterLab is not installed in {sys.prefix}: pip install 'cudalab[lab]'")
 
 
-def url(scheme: str, host: str, port: int, base_url: str = "/", token: str | None = None) -> str:
-    """The address to open (with ``?token=`` when given)."""
+def url(scheme: str, host: str, port: int, base_url: str = "/") -> str:
+    """The address of the lab's UI."""
     bracketed = f"[{host}]" if ":" in host else host
-    address = f"{scheme}://{bracketed}:{port}{base_url.rstrip('/')}/lab"
-    return f"{address}?token={token}" if token else address
-
-
-def secure_folder(path: Path) -> Path:
-    """Create ``path`` (and parents) with mode 0700, and tighten it if it exists."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.chmod(0o700)
-    return path
+    return f"{scheme}://{bracketed}:{port}{base_url.rstrip('/')}/lab"

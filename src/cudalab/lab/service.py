@@ -191,6 +191,13 @@ class Prepared:
 # --------------------------------------------------------------------------------------------------
 
 
+def _private_folder(path: Path) -> Path:
+    """Create ``path`` (and parents) with mode 0700, and tighten it if it exists."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.chmod(0o700)
+    return path
+
+
 def _check_port(host: str, port: int, option: str) -> None:
     if not 1 <= port <= 65535:
         raise CudalabError(f"{option} {port}: not a TCP port (1-65535)")
@@ -259,13 +266,13 @@ def prepare(opts: LabOptions, environ: Mapping[str, str] = os.environ) -> Prepar
     _check_port(opts.host, opts.jupyter_port, "--jupyter-port")
     if opts.ssh:
         _check_port(opts.host, opts.ssh_port, "--ssh-port")
-    token = jupyter.resolve_token(opts.token_file, environ, paths.token, store=False)
+    token = jupyter.resolve_token(opts.token_file, environ, paths.token)
     password = jupyter.read_password_hash(paths.password)
-    key_sources = _check_ssh(paths, opts, ssh_account, environ) if opts.ssh else []
+    keys = _check_ssh(paths, opts, ssh_account, environ) if opts.ssh else []
 
     # every check passed: from here on the state folder is written
-    jupyter.secure_folder(paths.root)
-    jupyter.secure_folder(paths.jupyter_dir)
+    _private_folder(paths.root)
+    _private_folder(paths.jupyter_dir)
     jupyter.store_token(token, paths.token)
     settings = jupyter.JupyterSettings(
         host=opts.host,
@@ -289,14 +296,14 @@ def prepare(opts: LabOptions, environ: Mapping[str, str] = os.environ) -> Prepar
     )
     if opts.ssh:
         assert sshd_bin is not None and keygen is not None
-        _prepare_sshd(prepared, sshd_bin, keygen, ssh_client, ssh_account, key_sources, environ)
+        _prepare_sshd(prepared, sshd_bin, keygen, ssh_client, ssh_account, keys, environ)
     return prepared
 
 
 def _check_ssh(
     paths: LabPaths, opts: LabOptions, account: pwd.struct_passwd, environ: Mapping[str, str]
-) -> list[tuple[str, str]]:
-    """Check what sshd will need before anything is written; the authorized-key sources, each parsed.
+) -> list[tuple[str, list[str]]]:
+    """Check what sshd will need before anything is written; each key source with its checked keys.
 
     sshd's StrictModes would silently ignore keys kept in an unsafe folder (under /tmp, say), and a
     privileged sshd reads them as the admitted user, who must be able to reach them.
@@ -321,9 +328,7 @@ def _check_ssh(
         sources.append((str(f), _read_text(f, "the authorized keys")))
     if environ.get("CUDALAB_AUTHORIZED_KEYS", "").strip():
         sources.append(("CUDALAB_AUTHORIZED_KEYS", environ["CUDALAB_AUTHORIZED_KEYS"].replace("\\n", "\n")))
-    for origin, text in sources:
-        sshd.parse_authorized_keys(text, origin)
-    return sources
+    return [(origin, sshd.parse_authorized_keys(text, origin)) for origin, text in sources]
 
 
 def _ssh_account(opts: LabOptions, me: pwd.struct_passwd) -> pwd.struct_passwd:
@@ -376,19 +381,21 @@ def _prepare_sshd(
     keygen: str,
     ssh_client: str | None,
     account: pwd.struct_passwd,
-    sources: list[tuple[str, str]],
+    sources: list[tuple[str, list[str]]],
     environ: Mapping[str, str],
 ) -> None:
     paths, opts = p.paths, p.options
     privileged = os.geteuid() == 0
-    jupyter.secure_folder(paths.ssh_dir)
+    _private_folder(paths.ssh_dir)
     if privileged:
         # sshd reads authorized_keys as the admitted user: it must be able to reach that file (public
         # keys, 0644); host keys, token and password stay 0600 root, and the folders cannot be listed.
         paths.root.chmod(0o711)
         paths.ssh_dir.chmod(0o711)
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation's empty chroot
-    p.keys = sshd.write_authorized_keys(paths.authorized_keys, sources, mode=0o644 if privileged else 0o600)
+    p.keys = sshd.write_authorized_keys(
+        paths.authorized_keys, [k for _, keys in sources for k in keys], mode=0o644 if privileged else 0o600
+    )
     p.key_sources = [origin for origin, _ in sources]
     home_keys = Path(account.pw_dir) / ".ssh" / "authorized_keys"
     if home_keys.is_file():
@@ -699,7 +706,7 @@ def _read_token(path: Path) -> str | None:
 def detach(opts: LabOptions, console: Console) -> int:
     """Start ``cudalab lab up`` in the background (its output in ``lab.log``); return once it is up."""
     paths = LabPaths(opts.state_dir.expanduser().resolve())
-    jupyter.secure_folder(paths.root)
+    _private_folder(paths.root)
     cmd = [sys.executable, "-m", "cudalab", "lab", "up", *opts.argv()]
     fd = os.open(paths.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out:
@@ -802,6 +809,6 @@ def stop(paths: LabPaths, echo: Callable[[str], None]) -> bool:
 
 def write_password(paths: LabPaths, password: str) -> Path:
     """Store the argon2 hash of ``password`` (0600); the next ``lab up`` asks for it at login."""
-    jupyter.secure_folder(paths.root)
+    _private_folder(paths.root)
     hashed = jupyter.hash_password(password)
     return atomic_write_text(paths.password, hashed + "\n", mode=0o600)

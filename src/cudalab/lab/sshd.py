@@ -317,13 +317,11 @@ def parse_authorized_keys(text: str, origin: str) -> list[str]:
     return keys
 
 
-def write_authorized_keys(path: Path, sources: Sequence[tuple[str, str]], mode: int = 0o600) -> int:
-    """Write the checked keys of every ``(origin, text)`` source to ``path``; the number written."""
-    keys: list[str] = []
-    for origin, text in sources:
-        keys.extend(k for k in parse_authorized_keys(text, origin) if k not in keys)
-    atomic_write_text(path, "".join(k + "\n" for k in keys), mode=mode)
-    return len(keys)
+def write_authorized_keys(path: Path, keys: Iterable[str], mode: int = 0o600) -> int:
+    """Write the key lines (checked by :func:`parse_authorized_keys`), once each, to ``path``; the count."""
+    unique = list(dict.fromkeys(keys))
+    atomic_write_text(path, "".join(k + "\n" for k in unique), mode=mode)
+    return len(unique)
 
 
 # --------------------------------------------------------------------------------------------------
