@@ -109,6 +109,7 @@ def run_case(case: Case, workdir: Path, device: str, seed: int) -> list[dict[str
     floor_rate, floor_source = fp32_adds_per_second(device if device != "auto" else _auto())
     records: list[dict[str, object]] = []
     naive_factor = None
+    naive_adds = adds_per_second(case, "naive")
     for method, cfg in methods.items():
         t0 = time.perf_counter()
         res = search_file(path, cfg)
@@ -118,7 +119,6 @@ def run_case(case: Case, workdir: Path, device: str, seed: int) -> list[dict[str
         if method == "naive":
             naive_factor = factor
         adds = adds_per_second(case, method)
-        naive_adds = adds_per_second(case, "naive")
         records.append(
             {
                 "benchmark": "radio_search",

@@ -196,23 +196,24 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
     widths = _widths(cfg.max_width_s, h.tsamp_s)
     max_w = widths[-1]
     max_s = int(plan.scrunch.max())
-    overlap = plan.max_delay + max_w + max_s
-    if cfg.subbands:  # two-stage delays may exceed a trial's own by subband_tolerance + 1 samples
-        overlap += (cfg.subband_tolerance + 1) * max_s
-    gulp = max(cfg.gulp, 2 * overlap)
-    gulp = (
-        -(-gulp // max_s) * max_s
-    )  # a multiple of every scrunch factor: blocks start on whole scrunched samples
-    # (factor, trial indices, delays on the device, their maximum kept on the host: reading it back from
-    # the device tensor would cost a GPU->CPU sync per group per block)
+    # (factor, trial indices, delays on the device or the two-stage plan, the largest delay in scrunched
+    # samples kept on the host: reading it back from the device would cost a GPU->CPU sync per group
+    # per block)
     groups: list[tuple[int, NDArray[np.int64], torch.Tensor | SubbandPlan, int]] = []
     for s, idx in plan.groups():
         d = plan.delays_scrunched(s, idx)
         if cfg.subbands:
             sub = plan_subbands(d, min(cfg.subbands, h.nchans), cfg.subband_tolerance)
-            groups.append((s, idx, sub, int(sub.effective_delays().max())))
+            groups.append((s, idx, sub, sub.max_delay))
         else:
             groups.append((s, idx, torch.from_numpy(d).to(device), int(d.max())))
+    # blocks overlap by the largest delay any group applies (rounded or two-stage delays may pass the
+    # plan's own), the widest boxcar and one scrunched sample
+    overlap = max([plan.max_delay] + [s * m for s, _, _, m in groups]) + max_w + max_s
+    gulp = max(cfg.gulp, 2 * overlap)
+    gulp = (
+        -(-gulp // max_s) * max_s
+    )  # a multiple of every scrunch factor: blocks start on whole scrunched samples
     clock = _StageClock(device)
     parts: list[Giants] = []
     mask_union = np.zeros(h.nchans, dtype=bool)

@@ -49,6 +49,8 @@ class SubbandPlan:
         ``(n_nominal, nchans)`` stage-1 delays, ``R[j, c]`` (relative to the sub-band's reference).
     max_error
         Largest ``|A[i, b(c)] + R[j(i), c] - D[i, c]|`` over all trials and channels, in samples.
+    max_delay
+        Largest ``A[i, b(c)] + R[j(i), c]``: the samples past the last output the data must hold.
     """
 
     bounds: NDArray[np.int64]
@@ -58,6 +60,7 @@ class SubbandPlan:
     outer: NDArray[np.int64]
     inner: NDArray[np.int64]
     max_error: int
+    max_delay: int
 
     @property
     def nsub(self) -> int:
@@ -116,7 +119,8 @@ def plan_subbands(delays: NDArray[np.int64], nsub: int, tolerance: int = 1) -> S
         start = end
     nominal_idx = np.asarray(nominal, dtype=np.int64)
     inner = inner_all[nominal_idx]
-    error = np.abs(outer[:, sub_of] + inner[assign] - delays)
+    effective = outer[:, sub_of] + inner[assign]
+    error = np.abs(effective - delays)
     return SubbandPlan(
         bounds=bounds,
         ref=ref,
@@ -125,16 +129,8 @@ def plan_subbands(delays: NDArray[np.int64], nsub: int, tolerance: int = 1) -> S
         outer=outer,
         inner=inner,
         max_error=int(error.max()) if error.size else 0,
+        max_delay=int(effective.max()) if effective.size else 0,
     )
-
-
-def best_nsub(delays: NDArray[np.int64], tolerance: int = 1, candidates: tuple[int, ...] = ()) -> int:
-    """The sub-band count with the fewest channel-adds for ``delays`` (powers of two by default)."""
-    nchans = delays.shape[1]
-    options = candidates or tuple(2**k for k in range(1, int(np.log2(nchans)) + 1) if 2**k < nchans)
-    if not options:
-        return 1
-    return min(options, key=lambda n: plan_subbands(delays, n, tolerance).adds_ratio())
 
 
 def dedisperse_subband(
@@ -149,7 +145,7 @@ def dedisperse_subband(
 
     The sub-band series of as many nominal trials as fit in ``budget_bytes`` are made at a time, so
     the intermediate stays bounded whatever the number of trials. Needs ``ntime >= nout +
-    max(plan.effective_delays())``. Returns ``(ndm, nout)`` float32.
+    plan.max_delay``. Returns ``(ndm, nout)`` float32.
     """
     nchans, ntime = data.shape
     ndm = len(plan.assign)
@@ -158,7 +154,7 @@ def dedisperse_subband(
     out = torch.zeros(ndm, nout, dtype=torch.float32, device=data.device)
     if nout <= 0 or ndm == 0:
         return out
-    need = nout + int(plan.effective_delays().max())
+    need = nout + plan.max_delay
     if need > ntime:
         raise ValueError(f"need {need} samples for {nout} outputs, have {ntime}")
     n1 = nout + int(plan.outer.max())  # stage 2 reads S up to t + A[i, b]
