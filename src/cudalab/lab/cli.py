@@ -103,11 +103,8 @@ def up(
         ssh_user=ssh_user,
     )
     console = stdout_console()
-    if detach:
-        service.prepare(opts)  # every check and its one-line error here, before anything starts
-        raise typer.Exit(service.detach(opts, console))
-    prepared = service.prepare(opts)
-    raise typer.Exit(service.up(prepared, console))
+    prepared = service.prepare(opts)  # every check and its one-line error here, before anything starts
+    raise typer.Exit(service.detach(prepared, console) if detach else service.up(prepared, console))
 
 
 @app.command()

@@ -128,31 +128,6 @@ class LabOptions:
     advertise: str | None = None
     ssh_user: str | None = None
 
-    def argv(self) -> list[str]:
-        """The ``cudalab lab up`` arguments that reproduce these options (for ``--detach``)."""
-        args = [
-            f"--state-dir={self.state_dir}",
-            f"--workspace={self.workspace}",
-            f"--host={self.host}",
-            f"--jupyter-port={self.jupyter_port}",
-            f"--ssh-port={self.ssh_port}",
-            "--ssh" if self.ssh else "--no-ssh",
-        ]
-        if self.allow_root:
-            args.append("--allow-root")
-        if self.token_file:
-            args.append(f"--token-file={self.token_file}")
-        args += [f"--authorized-keys={k}" for k in self.authorized_keys]
-        if self.certfile:
-            args.append(f"--certfile={self.certfile}")
-        if self.keyfile:
-            args.append(f"--keyfile={self.keyfile}")
-        if self.advertise:
-            args.append(f"--advertise={self.advertise}")
-        if self.ssh_user:
-            args.append(f"--ssh-user={self.ssh_user}")
-        return args
-
 
 @dataclass
 class Prepared:
@@ -703,29 +678,47 @@ def _read_token(path: Path) -> str | None:
         return None
 
 
-def detach(opts: LabOptions, console: Console) -> int:
-    """Start ``cudalab lab up`` in the background (its output in ``lab.log``); return once it is up."""
-    paths = LabPaths(opts.state_dir.expanduser().resolve())
-    _private_folder(paths.root)
-    cmd = [sys.executable, "-m", "cudalab", "lab", "up", *opts.argv()]
-    fd = os.open(paths.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+def detach(p: Prepared, console: Console) -> int:
+    """Run :func:`up` in a forked, session-leading child (its output in ``lab.log``); return once the
+    lab is up, or with the child's error when it fails first. Nothing is checked or written twice:
+    the child supervises what ``p`` prepared.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child; the lab tests drive it through the CLI
+        code = int(ExitCode.PROBLEM)
+        try:
+            os.setsid()
+            log = os.open(p.paths.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, 0)
+            os.dup2(log, 1)
+            os.dup2(log, 2)
+            for stream in (sys.stdout, sys.stderr):  # a file now: flush each line for `tail -f`
+                stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+            code = up(p, Console(file=sys.stdout, highlight=False))
+        except CudalabError as exc:
+            sys.stderr.write(f"cudalab: error: {exc}\n")
+            code = int(exc.code)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
     deadline = time.monotonic() + START_TIMEOUT_S + 30
     while time.monotonic() < deadline:
-        state = read_state(paths)
-        if state is not None and state.get("pid") == proc.pid:
+        state = read_state(p.paths)
+        if state is not None and state.get("pid") == pid:
             print_lab(state, console, detached=True)
             return int(ExitCode.OK)
-        if proc.poll() is not None:
-            tail = _log_tail(paths.log, 3)
-            sys.stderr.write(f"cudalab: error: the lab did not start (see {paths.log}): {tail}\n")
-            return proc.returncode or int(ExitCode.PROBLEM)
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            tail = _log_tail(p.paths.log, 3)
+            sys.stderr.write(f"cudalab: error: the lab did not start (see {p.paths.log}): {tail}\n")
+            return os.waitstatus_to_exitcode(status) or int(ExitCode.PROBLEM)
         time.sleep(0.2)
-    proc.terminate()
-    raise CudalabError(f"the lab did not come up in time; see {paths.log}", ExitCode.PROBLEM)
+    os.kill(pid, signal.SIGTERM)
+    raise CudalabError(f"the lab did not come up in time; see {p.paths.log}", ExitCode.PROBLEM)
 
 
 # --------------------------------------------------------------------------------------------------
