@@ -301,3 +301,28 @@ def test_gpu_precision_is_bf16_from_ampere_and_training_matches_the_cpu(tmp_path
     amp = train(tmp_path, replace(BASE, device="cuda", precision="auto"), Regression(dropout=0.0), name="amp")
     for k in cpu:  # autocast: close to fp32 at bf16/fp16 precision
         torch.testing.assert_close(cpu[k], amp[k].float().cpu(), rtol=0.05, atol=0.02)
+
+
+def test_seed_worker_makes_dataloader_workers_reproducible() -> None:
+    """Two loaders built alike draw the same NumPy numbers in their workers; another seed differs."""
+    import numpy as np
+    from torch.utils.data import DataLoader, Dataset
+
+    from cudalab.train.rng import generator, seed_worker
+
+    class Draws(Dataset[float]):
+        def __len__(self) -> int:
+            return 8
+
+        def __getitem__(self, i: int) -> float:
+            return float(np.random.random())
+
+    def draws(seed: int) -> list[float]:
+        loader = DataLoader(
+            Draws(), batch_size=2, num_workers=2, worker_init_fn=seed_worker, generator=generator(seed)
+        )
+        return torch.cat(list(loader)).tolist()
+
+    a, b = draws(1), draws(1)
+    assert a == b and len(set(a)) == 8
+    assert draws(2) != a

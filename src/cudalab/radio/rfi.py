@@ -16,13 +16,6 @@ import torch
 MAD_TO_STD = 1.4826
 
 
-def robust_z(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """(x - median) / (1.4826 * MAD) along ``dim``; a zero MAD gives z = 0 rather than inf."""
-    med = x.median(dim=dim, keepdim=True).values
-    mad = (x - med).abs().median(dim=dim, keepdim=True).values * MAD_TO_STD
-    return torch.where(mad > 0, (x - med) / mad.clamp_min(1e-30), torch.zeros_like(x))
-
-
 def detrend_channels(stat: torch.Tensor, window: int) -> torch.Tensor:
     """Subtract a running median over ``window`` neighbouring channels from a per-channel statistic,
     so that a bandpass's slow shape (band edges, filter roll-off) is not mistaken for interference."""
