@@ -191,3 +191,14 @@ def test_python_dash_m_entry_point() -> None:
         [sys.executable, "-m", "cudalab", "--version"], capture_output=True, text=True, check=False
     )
     assert r.returncode == 0 and r.stdout.startswith("cudalab ")
+
+
+def test_starting_the_cli_imports_no_heavy_module() -> None:
+    """Every `cudalab` start (the doctor's included) pays for what cli.py imports: no torch, no lab service."""
+    import subprocess
+    import sys
+
+    heavy = ["torch", "cudalab.lab.service", "jupyter_server", "torch_geometric", "astropy"]
+    code = f"import sys, cudalab.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

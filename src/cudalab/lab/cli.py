@@ -1,4 +1,8 @@
-"""``cudalab lab up | status | stop | password``."""
+"""``cudalab lab up | status | stop | password``.
+
+The service module (sockets, TLS, subprocess) is imported by each command, not here: every ``cudalab``
+start, the doctor's included, imports this file.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,15 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cudalab._console import stdout_console
 from cudalab.errors import CudalabError, ExitCode
-from cudalab.lab import service
+
+if TYPE_CHECKING:
+    from cudalab.lab.service import LabPaths
 
 app = typer.Typer(
     name="lab",
@@ -32,7 +38,9 @@ StateOption = Annotated[
 ]
 
 
-def _paths(state_dir: Path | None) -> service.LabPaths:
+def _paths(state_dir: Path | None) -> LabPaths:
+    from cudalab.lab import service
+
     return service.LabPaths((state_dir or service.default_state_dir()).expanduser().resolve())
 
 
@@ -86,6 +94,8 @@ def up(
     ] = False,
 ) -> None:
     """Start JupyterLab (token or password, never open) and a public-key-only sshd for this user."""
+    from cudalab.lab import service
+
     env_workspace = os.environ.get("CUDALAB_WORKSPACE")
     opts = service.LabOptions(
         state_dir=_paths(state_dir).root,
@@ -113,6 +123,8 @@ def status(
     json_out: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
 ) -> None:
     """Which servers run, their pids and addresses; exit 0 only when every one answers (the HEALTHCHECK)."""
+    from cudalab.lab import service
+
     report = service.status(_paths(state_dir))
     if json_out:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
@@ -124,6 +136,8 @@ def status(
 @app.command()
 def stop(state_dir: StateOption = None) -> None:
     """Stop the lab started from this state folder (SIGTERM, then SIGKILL after 15 s)."""
+    from cudalab.lab import service
+
     paths = _paths(state_dir)
     console = stdout_console()
     if service.stop(paths, console.print):
@@ -139,6 +153,8 @@ def password(
     stdin: Annotated[bool, typer.Option("--stdin", help="Read the password from standard input.")] = False,
 ) -> None:
     """Set a JupyterLab login password (stored as an argon2 hash; used from the next `lab up`)."""
+    from cudalab.lab import service
+
     if stdin:
         secret = sys.stdin.readline().rstrip("\n")
     else:
