@@ -93,6 +93,10 @@ def test_simulate_then_search(tmp_path: Path, capsys: pytest.CaptureFixture[str]
             ["radio", "search", "{data}/radio/small.fil", "--out", "{tmp}/o", "--device", "tpu"],
             "device must be",
         ),
+        (
+            ["radio", "search", "{data}/radio/small.fil", "--out", "{tmp}/o", "--kernel", "fdmt"],
+            "kernel must be one of auto, torch, triton",
+        ),
         (["radio", "simulate", "{tmp}/x.fil", "--preset", "bogus"], "--preset must be demo or noise"),
         (["radio", "info", "{data}/radio/GBT_J1807-0847.inf"], "neither SIGPROC"),
     ],
@@ -125,4 +129,27 @@ def test_search_on_cuda_without_a_gpu_is_a_problem_not_bad_input(
     ]
     assert main(argv) == ExitCode.PROBLEM  # as `cudalab bench --device cuda`
     assert "no usable CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_triton_kernel_without_a_gpu_is_bad_input(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("GPU machine")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    argv = [
+        "radio",
+        "search",
+        str(shared_data / "radio" / "small.fil"),
+        "--out",
+        str(tmp_path / "o"),
+        "--kernel",
+        "triton",
+    ]
+    assert main(argv) == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert "triton kernel cannot run here" in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()

@@ -150,6 +150,7 @@ def _search_config(
     zero_dm: bool,
     gulp: int,
     subbands: int = 0,
+    kernel: str = "auto",
 ) -> Any:
     from cudalab.radio.pipeline import SearchConfig
     from cudalab.radio.rfi import RfiConfig
@@ -165,6 +166,7 @@ def _search_config(
             report_top=top,
             gulp=gulp,
             subbands=subbands,
+            kernel=kernel,  # type: ignore[arg-type]  # validated by SearchConfig.__post_init__
             rfi=RfiConfig(zero_dm=zero_dm),
         )
     except ValueError as exc:
@@ -177,7 +179,7 @@ def _print_candidates(console: Console, result: Any, out: Path, truth: dict[str,
     h = result.header
     console.print(
         f"[bold]{Path(h.path).name}[/]: {h.nchans} ch, {h.duration_s:.2f} s; {len(result.plan.dms)} DM trials to "
-        f"{result.plan.dms[-1]:.0f}; {len(result.masked_channels)} channels masked; {result.device}, "
+        f"{result.plan.dms[-1]:.0f}; {len(result.masked_channels)} channels masked; {result.device} ({result.kernel}), "
         f"{result.seconds:.1f} s ({result.realtime_factor:.2f}x real time)"
     )
     table = Table(title=f"{len(result.candidates)} candidates (times at {h.fmax_mhz:.1f} MHz)")
@@ -220,13 +222,19 @@ def search(
     subbands: Annotated[
         int, typer.Option(help="0: direct dedispersion; N: two stages with N sub-bands (fewer adds).")
     ] = 0,
+    kernel: Annotated[
+        str,
+        typer.Option(help="Dedispersion kernel: auto (Triton on a GPU, torch on a CPU), triton or torch."),
+    ] = "auto",
     truth: Annotated[Path | None, typer.Option(help="A simulator truth table: mark injected pulses.")] = None,
 ) -> None:
     """Search a file: candidates.csv, candidates.cand, cands/*.h5 (FETCH) and report.html in --out."""
     from cudalab.radio.pipeline import run_search
     from cudalab.radio.simulate import load_truth
 
-    cfg = _search_config(dm_min, dm_max, snr, max_width_ms, device, cutouts, top, zero_dm, gulp, subbands)
+    cfg = _search_config(
+        dm_min, dm_max, snr, max_width_ms, device, cutouts, top, zero_dm, gulp, subbands, kernel
+    )
     truth_table = None
     if truth is not None:
         try:

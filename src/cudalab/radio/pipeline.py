@@ -28,6 +28,7 @@ from cudalab.radio.candidates import Candidate, write_candidates
 from cudalab.radio.constants import DM_CONSTANT
 from cudalab.radio.dedisperse import dedisperse, scrunch_time
 from cudalab.radio.header import Header
+from cudalab.radio.kernels import KERNELS, Kernel, dedisperse_triton, resolve_kernel
 from cudalab.radio.observation import open_observation
 from cudalab.radio.plan import DedispersionPlan, make_plan
 from cudalab.radio.refine import refine_dm
@@ -61,6 +62,9 @@ class SearchConfig:
     subbands, subband_tolerance
         0: direct dedispersion. N: two stages with N sub-bands (:mod:`cudalab.radio.subband`), each
         trial's delays within ``subband_tolerance + 1`` (scrunched) samples of its own.
+    kernel
+        Dedispersion kernel: ``auto`` (Triton on a GPU, the torch reference on a CPU), ``torch`` or
+        ``triton`` (:mod:`cudalab.radio.kernels`).
     gulp
         Native samples advanced per block (memory ~ nchans x (gulp + overlap) x 4 bytes, plus the
         dedispersed block ndm x gulp x 4 bytes).
@@ -92,6 +96,7 @@ class SearchConfig:
     max_scrunch: int = 16
     subbands: int = 0
     subband_tolerance: int = 1
+    kernel: Kernel = "auto"
     gulp: int = 1 << 15
     rfi: RfiConfig = field(default_factory=RfiConfig)
     time_tol: float = 3.0
@@ -112,6 +117,8 @@ class SearchConfig:
             raise ValueError("subbands and subband_tolerance must be >= 0")
         if self.gulp < 256:
             raise ValueError(f"gulp must be >= 256 samples, not {self.gulp}")
+        if self.kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, not {self.kernel!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, not {self.device!r}")
         if self.cutouts < 0 or self.report_top < 0 or self.refine < 0:
@@ -134,6 +141,7 @@ class SearchResult:
     mask_fraction: float
     masked_channels: list[int]
     device: str
+    kernel: str
     seconds: float
     stages: dict[str, float]
     config: SearchConfig
@@ -176,6 +184,10 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
     """Search ``path`` and return the candidates (brightest first); writes nothing."""
     t_start = time.perf_counter()
     device, _ = resolve_device(cfg.device)
+    try:
+        kernel = resolve_kernel(cfg.kernel, device)
+    except ValueError as exc:
+        raise CudalabError(str(exc)) from None
     obs = open_observation(path)
     h = obs.header
     if h.data_type == 2 or h.nchans < 2:
@@ -206,7 +218,9 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
             sub = plan_subbands(d, min(cfg.subbands, h.nchans), cfg.subband_tolerance)
             groups.append((s, idx, sub, sub.max_delay))
         else:
-            groups.append((s, idx, torch.from_numpy(d).to(device), int(d.max())))
+            # int32, trial-minor: a kernel tile reads the delays of its trials for one channel at once
+            dt = torch.from_numpy(np.ascontiguousarray(d.T, dtype=np.int32)).to(device).T
+            groups.append((s, idx, dt, int(d.max())))
     # blocks overlap by the largest delay any group applies (rounded or two-stage delays may pass the
     # plan's own), the widest boxcar and one scrunched sample
     overlap = max([plan.max_delay] + [s * m for s, _, _, m in groups]) + max_w + max_s
@@ -242,7 +256,9 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
             with clock("dedisperse"):
                 xs = scrunch_time(x, factor)
                 if isinstance(delays, SubbandPlan):
-                    series = dedisperse_subband(xs, delays, nout, weights=weights)
+                    series = dedisperse_subband(xs, delays, nout, weights=weights, kernel=kernel)
+                elif kernel == "triton":
+                    series = dedisperse_triton(xs, delays, nout, weights=weights)
                 else:
                     series = dedisperse(xs, delays, nout, weights=weights)
             with clock("search"):
@@ -312,6 +328,7 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
         mask_fraction=masked_sum / max(nblocks, 1),
         masked_channels=np.flatnonzero(mask_union).tolist(),
         device=str(device),
+        kernel=kernel,
         seconds=time.perf_counter() - t_start,
         stages=clock.seconds,
         config=cfg,
@@ -396,6 +413,7 @@ def run_search(
                 "plan": result.plan.summary(),
                 "config": asdict(cfg),
                 "device": result.device,
+                "kernel": result.kernel,
                 "seconds": result.seconds,
                 "realtime_factor": result.realtime_factor,
                 "stages_s": result.stages,

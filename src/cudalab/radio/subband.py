@@ -13,14 +13,15 @@ they differ from its own delays by at most ``tolerance`` samples (the nominal tr
 which widens a pulse by at most that much. :class:`SubbandPlan` records the largest difference.
 
 Adds per output sample: ``n_nominal * nchans + ndm * nsub`` instead of ``ndm * nchans``. Both
-stages call :func:`cudalab.radio.dedisperse.dedisperse`, so they run wherever it runs and a faster
-kernel speeds up both.
+stages run on the torch reference (:func:`cudalab.radio.dedisperse.dedisperse` and a gather) or on the
+Triton kernel (:func:`cudalab.radio.kernels.dedisperse_triton`, whose per-trial source row is stage 2).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import Literal
 
 import numpy as np
 import torch
@@ -140,13 +141,17 @@ def dedisperse_subband(
     *,
     weights: torch.Tensor | None = None,
     budget_bytes: int = 1 << 29,
+    kernel: Literal["torch", "triton"] = "torch",
 ) -> torch.Tensor:
     """Dedisperse ``data`` (``(nchans, ntime)``) at the plan's trials in two stages.
 
     The sub-band series of as many nominal trials as fit in ``budget_bytes`` are made at a time, so
     the intermediate stays bounded whatever the number of trials. Needs ``ntime >= nout +
-    plan.max_delay``. Returns ``(ndm, nout)`` float32.
+    plan.max_delay``. ``kernel`` runs both stages on the torch reference or the Triton kernel (see
+    :func:`cudalab.radio.kernels.resolve_kernel`). Returns ``(ndm, nout)`` float32.
     """
+    if kernel == "triton":
+        from cudalab.radio.kernels import dedisperse_triton
     nchans, ntime = data.shape
     ndm = len(plan.assign)
     if int(plan.bounds[-1]) != nchans:
@@ -178,13 +183,27 @@ def dedisperse_subband(
             if short > 0:
                 x = torch.nn.functional.pad(x, (0, short))
             w = None if weights is None else weights[lo:hi]
-            stage1[:, b, :n_b] = dedisperse(x, inner[j0:j1, lo:hi], n_b, weights=w)
-        # stage 2, every trial of these nominals at once, one sub-band at a time: row d of the
-        # unfolded view is the sub-band series shifted by d samples, copied only when gathered
+            if kernel == "triton":
+                dedisperse_triton(x, inner[j0:j1, lo:hi], n_b, weights=w, out=stage1[:, b, :n_b])
+            else:
+                stage1[:, b, :n_b] = dedisperse(x, inner[j0:j1, lo:hi], n_b, weights=w)
         if len(trials_here) == 0:
             continue
         rows = torch.from_numpy(trials_here).to(data.device)
         local = torch.from_numpy(plan.assign[trials_here] - j0).to(data.device)
+        if kernel == "triton":
+            # stage 2 is a dedispersion of the sub-band series with a source row per trial; the
+            # trials of consecutive nominals are consecutive (both run in DM order), so it writes
+            # straight into its rows of the output when they are
+            r0, r1 = int(trials_here[0]), int(trials_here[-1]) + 1
+            if r1 - r0 == len(trials_here) and bool(np.all(np.diff(trials_here) == 1)):
+                dedisperse_triton(stage1, outer[r0:r1], nout, sources=local, out=out[r0:r1])
+            else:
+                out[rows] = dedisperse_triton(stage1, outer[rows], nout, sources=local)
+            continue
+        # stage 2 on the torch reference, every trial of these nominals at once, one sub-band at a
+        # time: row d of the unfolded view is the sub-band series shifted by d samples, copied only
+        # when gathered
         acc = torch.zeros(len(trials_here), nout, dtype=torch.float32, device=data.device)
         for b in range(plan.nsub):
             windows = stage1[:, b].unfold(1, nout, 1)  # (nominals, n1 - nout + 1, nout)

@@ -1,0 +1,246 @@
+"""The GPU dedispersion kernel (Triton), and the choice between it and the torch reference.
+
+One kernel serves the direct method and both stages of the sub-band method:
+
+    out[i, t] = sum_k scale[k] * x[src[i], chan[k], t + delays[i, chan[k]]]
+
+Each program owns a tile of ``BLOCK_DM`` trials x ``BLOCK_T`` output samples and walks the live
+channels in order, accumulating in registers in float32: the tile's reads of one channel are
+``BLOCK_DM`` contiguous runs that mostly overlap (neighbouring trials have neighbouring delays), so
+they are served by L1/L2 rather than DRAM, and each output is written once. Masked channels are not
+visited at all (they are left out of ``chan``). ``src`` picks the source row per trial: stage 2 of the
+sub-band method reads the sub-band series of each trial's nominal DM.
+
+The channel order is the reference's, so for integer-valued data (8-bit samples, unit weights) the
+result is bit-identical to :func:`cudalab.radio.dedisperse.dedisperse`; otherwise it agrees to float32
+rounding (the kernel may fuse a multiply-add). On a machine without a GPU, ``TRITON_INTERPRET=1``
+runs the same kernel on CPU tensors (slowly): that is how the CPU test suite checks it.
+
+Why hand-written: no maintained Python package dedisperses on the GPU from torch tensors (heimdall
+and dedisp are C++/CUDA programs; sigpyproc and your are CPU code), and the sub-band method needs
+the per-trial source row that none of them has.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from typing import Any, Literal
+
+import torch
+
+Kernel = Literal["auto", "torch", "triton"]
+KERNELS: tuple[str, ...] = ("auto", "torch", "triton")
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+@cache
+def triton_importable() -> bool:
+    """True when Triton is installed (it comes with torch's Linux wheels)."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def triton_usable(device: torch.device) -> bool:
+    """Can the Triton kernel run on ``device``: a CUDA device, or the CPU under the interpreter."""
+    if not triton_importable():
+        return False
+    return device.type == "cuda" or (device.type == "cpu" and interpreting())
+
+
+def resolve_kernel(requested: str, device: torch.device) -> Literal["torch", "triton"]:
+    """``auto`` -> ``triton`` where it runs compiled (a CUDA device), else ``torch``.
+
+    Raises ``ValueError`` for an unknown name or ``triton`` where it cannot run.
+    """
+    if requested not in KERNELS:
+        raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, not {requested!r}")
+    if requested == "torch":
+        return "torch"
+    if requested == "auto":
+        return "triton" if device.type == "cuda" and triton_usable(device) else "torch"
+    if not triton_usable(device):
+        why = "Triton is not installed" if not triton_importable() else f"not on {device.type}"
+        raise ValueError(f"the triton kernel cannot run here ({why}); use --kernel torch")
+    return "triton"
+
+
+# Tile shapes tried by the autotuner on a GPU (the first is the interpreter's). Keyed by the powers of
+# two of the trial count and the output length, and by the source-row form: a few tunings per search
+# (each a few 20 ms timings), not one per trial group, sub-band chunk or last, shorter block.
+_CONFIGS: tuple[tuple[int, int, int], ...] = (
+    # (BLOCK_DM, BLOCK_T, num_warps)
+    (16, 256, 4),
+    (8, 256, 4),
+    (32, 128, 4),
+    (16, 512, 8),
+    (32, 256, 8),
+    (64, 128, 8),
+)
+
+
+@cache
+def _compiled() -> tuple[Any, Any]:
+    """(the jitted kernel, the autotuned kernel or None under the interpreter), built on first use."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def dedisperse_kernel(
+        x_ptr,
+        stride_xs,
+        stride_xc,
+        src_ptr,
+        d_ptr,
+        stride_dd,
+        stride_dc,
+        chan_ptr,
+        scale_ptr,
+        nactive,
+        out_ptr,
+        stride_od,
+        ndm,
+        nout,
+        dm_class,
+        size_class,
+        HAS_SRC: tl.constexpr,
+        HAS_SCALE: tl.constexpr,
+        BLOCK_DM: tl.constexpr,
+        BLOCK_T: tl.constexpr,
+    ):
+        pid_t = tl.program_id(0)
+        pid_d = tl.program_id(1)
+        dm = pid_d * BLOCK_DM + tl.arange(0, BLOCK_DM)
+        t = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
+        dm_ok = dm < ndm
+        ok = dm_ok[:, None] & (t < nout)[None, :]
+        dm64 = dm.to(tl.int64)
+        if HAS_SRC:
+            row = x_ptr + tl.load(src_ptr + dm64, mask=dm_ok, other=0).to(tl.int64) * stride_xs
+        else:
+            row = x_ptr + tl.zeros([BLOCK_DM], dtype=tl.int64)
+        d_row = d_ptr + dm64 * stride_dd
+        acc = tl.zeros([BLOCK_DM, BLOCK_T], dtype=tl.float32)
+        for k in range(nactive):
+            c = tl.load(chan_ptr + k).to(tl.int64)
+            d = tl.load(d_row + c * stride_dc, mask=dm_ok, other=0).to(tl.int64)
+            v = tl.load((row + c * stride_xc + d)[:, None] + t[None, :], mask=ok, other=0.0)
+            if HAS_SCALE:
+                v = v * tl.load(scale_ptr + k)
+            acc += v
+        tl.store(out_ptr + dm64[:, None] * stride_od + t[None, :], acc, mask=ok)
+
+    if interpreting():
+        return dedisperse_kernel, None
+    configs = [
+        triton.Config({"BLOCK_DM": bd, "BLOCK_T": bt}, num_warps=w, num_stages=2) for bd, bt, w in _CONFIGS
+    ]
+    from triton.testing import do_bench
+
+    tuned = triton.autotune(
+        configs=configs,
+        key=["dm_class", "size_class", "HAS_SRC"],
+        do_bench=lambda fn, quantiles: do_bench(fn, warmup=5, rep=20, quantiles=quantiles),
+    )(dedisperse_kernel)
+    return dedisperse_kernel, tuned
+
+
+def dedisperse_triton(
+    data: torch.Tensor,
+    delays: torch.Tensor,
+    nout: int,
+    *,
+    weights: torch.Tensor | None = None,
+    sources: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Dedisperse with the Triton kernel; the arguments are those of the torch reference, plus two.
+
+    Parameters
+    ----------
+    data
+        ``(nchans, ntime)`` float32, or ``(nsrc, nchans, ntime)`` with ``sources``. The time axis must
+        be contiguous (other strides are free: a channel slice of a block is passed as a view).
+    delays
+        ``(ndm, nchans)`` integer delays (any strides, int32 or int64).
+    nout
+        Output samples per trial; requires ``ntime >= nout + delays.max()`` (checked by the caller
+        on the host, as the pipeline knows it without a device sync).
+    weights
+        ``(nchans,)``: channels of weight 0 are skipped, others scale their channel.
+    sources
+        ``(ndm,)`` the row of ``data`` each trial reads (stage 2 of the sub-band method).
+    out
+        ``(ndm, nout)`` float32 to write into (contiguous along time); allocated when absent.
+    """
+    if sources is None:
+        if data.dim() != 2:
+            raise ValueError(f"data must be (nchans, ntime) without sources, not {tuple(data.shape)}")
+        data3 = data.unsqueeze(0)
+    else:
+        if data.dim() != 3:
+            raise ValueError(f"data must be (nsrc, nchans, ntime) with sources, not {tuple(data.shape)}")
+        data3 = data
+    _, nchans, ntime = data3.shape
+    ndm = delays.shape[0]
+    if delays.shape != (ndm, nchans):
+        raise ValueError(f"delays must be (ndm, {nchans}), not {tuple(delays.shape)}")
+    if data3.dtype != torch.float32 or (ntime > 1 and data3.stride(2) != 1):
+        raise ValueError("data must be float32 with a contiguous time axis")
+    dev = data.device
+    if out is None:
+        out = torch.empty(ndm, max(nout, 0), dtype=torch.float32, device=dev)
+    elif out.shape != (ndm, nout) or (nout > 1 and out.stride(1) != 1):
+        raise ValueError(f"out must be ({ndm}, {nout}) with a contiguous time axis")
+    if nout <= 0 or ndm == 0:
+        return out
+    if weights is None:
+        chans = torch.arange(nchans, dtype=torch.int32, device=dev)
+        scale, has_scale = chans, False  # never read
+    else:
+        w = weights.to(device=dev, dtype=torch.float32)
+        chans = torch.nonzero(w != 0).flatten().to(torch.int32)
+        scale = w[chans.long()].contiguous()
+        # a host decision, hence one small sync per call; the pipeline's masks are 0/1
+        has_scale = bool((scale != 1).any())
+    if delays.device != dev:
+        delays = delays.to(dev)
+    src = sources.to(device=dev, dtype=torch.int32).contiguous() if sources is not None else chans
+    kernel, tuned = _compiled()
+    args = (
+        data3,
+        data3.stride(0),
+        data3.stride(1),
+        src,
+        delays,
+        delays.stride(0),
+        delays.stride(1),
+        chans,
+        scale,
+        chans.numel(),
+        out,
+        out.stride(0),
+        ndm,
+        nout,
+        ndm.bit_length(),
+        nout.bit_length(),
+    )
+    if tuned is None:
+        bd, bt, _ = _CONFIGS[0]
+        kernel[(-(-nout // bt), -(-ndm // bd))](
+            *args, HAS_SRC=sources is not None, HAS_SCALE=has_scale, BLOCK_DM=bd, BLOCK_T=bt
+        )
+    else:
+
+        def grid(meta: dict[str, Any]) -> tuple[int, int]:
+            return (-(-nout // meta["BLOCK_T"]), -(-ndm // meta["BLOCK_DM"]))
+
+        tuned[grid](*args, HAS_SRC=sources is not None, HAS_SCALE=has_scale)
+    return out
