@@ -50,6 +50,11 @@ class Observation:
         self._reader = reader
         self.header: Header = reader.header
 
+    @property
+    def reader(self) -> _Reader:
+        """The format's reader (a SIGPROC reader also offers ``read_raw``: samples as stored)."""
+        return self._reader
+
     def read(self, start: int = 0, count: int | None = None) -> NDArray[np.float32]:
         """Samples ``[start, start + count)`` (to the end by default).  Shape: ``(nchans, n)``."""
         n = self.header.nsamples - start if count is None else count

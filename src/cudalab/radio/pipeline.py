@@ -34,6 +34,7 @@ from cudalab.radio.plan import DedispersionPlan, make_plan
 from cudalab.radio.refine import refine_dm
 from cudalab.radio.rfi import RfiConfig, clean_block
 from cudalab.radio.search import Giants, cluster_giants, find_giants, normalise
+from cudalab.radio.stream import BlockStream
 from cudalab.radio.subband import SubbandPlan, dedisperse_subband, plan_subbands
 
 Progress = Callable[[str, int, int], None]
@@ -234,48 +235,49 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
     masked_sum = 0.0
     nblocks = 0
     total = h.nsamples
-    blocks = obs.blocks(gulp, overlap)
-    while True:
-        with clock("read"):
-            block = next(blocks, None)
-        if block is None:
-            break
-        with clock("clean"):
-            x = torch.from_numpy(block.data).to(device, non_blocking=True)
-            x, mask = clean_block(x, cfg.rfi)
-            weights = (~mask).float()
-            mask_np = mask.cpu().numpy()
-        mask_union |= mask_np
-        masked_sum += float(mask_np.mean())
-        nblocks += 1
-        for factor, idx, delays, max_delay in groups:
-            valid_s = -(-block.valid // factor)
-            nout = min(block.data.shape[1] // factor - max_delay, valid_s + max_w // factor)
-            if nout <= 0:
-                continue
-            with clock("dedisperse"):
-                xs = scrunch_time(x, factor)
-                if isinstance(delays, SubbandPlan):
-                    series = dedisperse_subband(xs, delays, nout, weights=weights, kernel=kernel)
-                elif kernel == "triton":
-                    series = dedisperse_triton(xs, delays, nout, weights=weights)
-                else:
-                    series = dedisperse(xs, delays, nout, weights=weights)
-            with clock("search"):
-                z = normalise(series, max(8, int(cfg.baseline_s / (h.tsamp_s * factor))))
-                parts.append(
-                    find_giants(
-                        z,
-                        idx,
-                        threshold=cfg.snr_threshold,
-                        widths=[max(1, w // factor) for w in widths if w >= factor] or [1],
-                        scrunch=factor,
-                        first_sample=block.start,
-                        valid=valid_s,
+    # the reader thread stops when the loop ends, however it ends
+    with BlockStream(obs, gulp, overlap, device) as stream:
+        blocks = iter(stream)
+        while True:
+            with clock("read"):  # the wait for the next block: reading and copying overlap the compute
+                block = next(blocks, None)
+            if block is None:
+                break
+            with clock("clean"):
+                x, mask = clean_block(block.data, cfg.rfi)
+                weights = (~mask).float()
+                mask_np = mask.cpu().numpy()
+            mask_union |= mask_np
+            masked_sum += float(mask_np.mean())
+            nblocks += 1
+            for factor, idx, delays, max_delay in groups:
+                valid_s = -(-block.valid // factor)
+                nout = min(block.data.shape[1] // factor - max_delay, valid_s + max_w // factor)
+                if nout <= 0:
+                    continue
+                with clock("dedisperse"):
+                    xs = scrunch_time(x, factor)
+                    if isinstance(delays, SubbandPlan):
+                        series = dedisperse_subband(xs, delays, nout, weights=weights, kernel=kernel)
+                    elif kernel == "triton":
+                        series = dedisperse_triton(xs, delays, nout, weights=weights)
+                    else:
+                        series = dedisperse(xs, delays, nout, weights=weights)
+                with clock("search"):
+                    z = normalise(series, max(8, int(cfg.baseline_s / (h.tsamp_s * factor))))
+                    parts.append(
+                        find_giants(
+                            z,
+                            idx,
+                            threshold=cfg.snr_threshold,
+                            widths=[max(1, w // factor) for w in widths if w >= factor] or [1],
+                            scrunch=factor,
+                            first_sample=block.start,
+                            valid=valid_s,
+                        )
                     )
-                )
-        if progress is not None:
-            progress("search", min(block.start + block.valid, total), total)
+            if progress is not None:
+                progress("search", min(block.start + block.valid, total), total)
     with clock("cluster"):
         giants = Giants.concat(parts)
         clusters = cluster_giants(

@@ -250,26 +250,38 @@ class SigprocReader:
         h = self.header
         self._nifs = h.npol_stored
         self._bytes_per_sample = h.nchans * self._nifs * h.nbits // 8
+        #: the type :meth:`read_raw` returns (sub-byte samples unpacked to uint8)
+        self.raw_dtype: np.dtype[Any] = _dtype(h)
         self._map: np.memmap[Any, np.dtype[np.uint8]] | None = (
             np.memmap(self.path, dtype=np.uint8, mode="r", offset=hdrlen) if h.nsamples else None
         )
+
+    def read_raw(self, start: int, count: int) -> NDArray[Any]:
+        """Samples ``[start, start + count)`` as stored: ``(count, nifs, nchans)`` in the file's type.
+
+        Sub-byte samples are unpacked to uint8; 8-, 16- and 32-bit samples are a view of the memory
+        map (no copy: the pages are read when the array is). :func:`raw_to_intensity` turns the result
+        into what :meth:`read` returns, on the host or, from a torch tensor, on the device: so a
+        streamed search moves 8-bit samples to the GPU, a quarter of the float32 bytes.
+        """
+        h = self.header
+        start = max(0, start)
+        count = max(0, min(count, h.nsamples - start))
+        if count == 0 or self._map is None:
+            return np.zeros((0, self._nifs, h.nchans), dtype=_dtype(h))
+        raw = np.asarray(self._map[start * self._bytes_per_sample : (start + count) * self._bytes_per_sample])
+        if h.nbits < 8:
+            values = unpack_lsb_first(raw.reshape(count, self._bytes_per_sample), h.nbits)
+        else:
+            values = raw.view(_dtype(h))
+        return values.reshape(count, self._nifs, h.nchans)
 
     def read(self, start: int, count: int) -> NDArray[np.float32]:
         """Samples ``[start, start + count)`` as float32 total intensity.  Shape: ``(nchans, count)``.
 
         ``nifs == 2`` sums the two IFs (AA + BB); ``nifs == 4`` keeps the first (Stokes I).
         """
-        h = self.header
-        start = max(0, start)
-        count = max(0, min(count, h.nsamples - start))
-        if count == 0 or self._map is None:
-            return np.zeros((h.nchans, 0), dtype=np.float32)
-        raw = np.asarray(self._map[start * self._bytes_per_sample : (start + count) * self._bytes_per_sample])
-        if h.nbits < 8:
-            values = unpack_lsb_first(raw.reshape(count, self._bytes_per_sample), h.nbits)
-        else:
-            values = raw.view(_dtype(h)).reshape(count, -1)
-        values = values.reshape(count, self._nifs, h.nchans)  # (time, if, chan)
+        values = self.read_raw(start, count)  # (time, if, chan)
         total = (
             values[:, :2].sum(axis=1, dtype=np.float32)
             if self._nifs == 2
