@@ -3,9 +3,16 @@
 For each case a SIGPROC file (8-bit) with injected bursts is simulated, read once so it sits in the
 page cache, and searched (file -> candidates) with every method in the same run:
 
-- ``naive``: the direct sum at full time resolution for every trial (no adaptive scrunching);
-- ``direct``: the direct sum with adaptive time scrunching (the reference path);
-- ``subband``: two-stage dedispersion (``--subbands``; ``cudalab.radio.subband``) with scrunching.
+- ``naive``: the direct sum at full time resolution for every trial (no adaptive scrunching), on the
+  torch reference: the deliberately simple baseline;
+- ``direct``: the direct sum with adaptive time scrunching, on the torch reference;
+- ``subband``: two-stage dedispersion (``--subbands``; ``cudalab.radio.subband``) with scrunching;
+- on a GPU also ``direct-triton`` and ``subband-triton``: the same on the Triton kernel
+  (``cudalab.radio.kernels``), the fast path.
+
+Every method is run once on a short file first, so Triton's compilation and autotuning (once per
+process) are not timed. Each record also gives the search's memory bound and, on a GPU, its
+measured peak of device memory.
 
 Printed per case and method, as JSON lines: ``realtime_factor_dedisp`` (observation seconds per
 second of dedispersion), ``realtime_factor_search`` (end to end), ``naive_realtime_factor`` (the naive
@@ -100,12 +107,19 @@ def run_case(case: Case, workdir: Path, device: str, seed: int) -> list[dict[str
     path = workdir / f"{case.name}.fil"
     truth = simulate(replace(case.sim, bursts=tuple(bursts), seed=seed), path)
     path.read_bytes()  # into the page cache: the search is timed from memory, not from the disk
-    base = SearchConfig(dm_max=case.dm_max, device=device, cutouts=0, refine=0)  # type: ignore[arg-type]
+    base = SearchConfig(dm_max=case.dm_max, device=device, cutouts=0, refine=0, kernel="torch")  # type: ignore[arg-type]
     methods = {
         "naive": replace(base, scrunch=False),
         "direct": base,
         "subband": replace(base, subbands=case.subbands),
     }
+    if (device if device != "auto" else _auto()).startswith("cuda"):
+        methods["direct-triton"] = replace(base, kernel="triton")
+        methods["subband-triton"] = replace(base, subbands=case.subbands, kernel="triton")
+    warm = workdir / f"{case.name}-warmup.fil"
+    simulate(replace(case.sim, duration_s=min(case.sim.duration_s, 15.0), bursts=(), seed=seed + 1), warm)
+    for cfg in methods.values():
+        search_file(warm, cfg)
     floor_rate, floor_source = fp32_adds_per_second(device if device != "auto" else _auto())
     records: list[dict[str, object]] = []
     naive_factor = None
@@ -118,13 +132,14 @@ def run_case(case: Case, workdir: Path, device: str, seed: int) -> list[dict[str
         factor = header.duration_s / seconds
         if method == "naive":
             naive_factor = factor
-        adds = adds_per_second(case, method)
+        adds = adds_per_second(case, method.removesuffix("-triton"))
         records.append(
             {
                 "benchmark": "radio_search",
                 "config": case.name,
                 "method": method,
                 "device": res.device,
+                "kernel": res.kernel,
                 "nchans": header.nchans,
                 "tsamp_us": header.tsamp_s * 1e6,
                 "duration_s": header.duration_s,
@@ -140,6 +155,11 @@ def run_case(case: Case, workdir: Path, device: str, seed: int) -> list[dict[str
                 "floor_source": floor_source,
                 "recall": sum(r["dm_ok"] for r in rows) / len(rows) if rows else None,
                 "injected": len(rows),
+                "memory_bound_gb": round(res.memory.working / 1e9, 3),
+                "pinned_gb": round(res.memory.pinned / 1e9, 3),
+                "peak_device_gb": None
+                if res.peak_device_bytes is None
+                else round(res.peak_device_bytes / 1e9, 3),
             }
         )
         print(json.dumps(records[-1]), flush=True)
@@ -164,13 +184,15 @@ def main() -> None:
         for case in cases(args.quick, args.duration):
             rows += run_case(case, Path(tmp), args.device, args.seed)
     print(
-        f"\n{'config':<14} {'method':<8} {'device':<6} {'x RT dedisp':>11} {'x RT search':>11} {'vs naive':>8} {'recall':>6}"
+        f"\n{'config':<14} {'method':<14} {'device':<6} {'x RT dedisp':>11} {'x RT search':>11} {'vs naive':>8} "
+        f"{'recall':>6} {'mem GB':>7}"
     )
     for r in rows:
         recall = "-" if r["recall"] is None else f"{r['recall']:.2f}"
         print(
-            f"{r['config']:<14} {r['method']:<8} {str(r['device'])[:6]:<6} {r['realtime_factor_dedisp']:>11.2f} "
-            f"{r['realtime_factor_search']:>11.2f} {r['ratio_to_naive'] or 0:>8.2f} {recall:>6}"
+            f"{r['config']:<14} {r['method']:<14} {str(r['device'])[:6]:<6} {r['realtime_factor_dedisp']:>11.2f} "
+            f"{r['realtime_factor_search']:>11.2f} {r['ratio_to_naive'] or 0:>8.2f} {recall:>6} "
+            f"{r['peak_device_gb'] or r['memory_bound_gb']:>7}"
         )
 
 

@@ -101,5 +101,6 @@ def test_radio_search_quick_compares_methods_in_one_run() -> None:
         assert r["realtime_factor_dedisp"] >= r["realtime_factor_search"] > 0
         assert r["recall"] is not None and r["injected"] >= 3
         assert r["floor_realtime_factor"] is None  # no datasheet FP32 rate for a CPU
+        assert r["kernel"] == "torch" and r["peak_device_gb"] is None and r["memory_bound_gb"] > 0
     assert by_method["subband"]["adds_per_s_of_data"] < by_method["direct"]["adds_per_s_of_data"]
     assert by_method["direct"]["adds_per_s_of_data"] <= by_method["naive"]["adds_per_s_of_data"]

@@ -215,3 +215,44 @@ def test_gpu_search_finds_what_the_cpu_search_finds(small_obs: tuple[Path, dict]
     strong = lambda r: [(c.sample, c.dm_index, c.width_samples) for c in r.candidates if c.snr >= 8]  # noqa: E731
     assert strong(gpu) == strong(cpu)
     assert recovery(gpu.candidates, truth)["recovered"] == 3
+
+
+def test_the_fast_like_beam_is_bounded_to_19_gb_of_gpu_memory() -> None:
+    """The stated bound for 4096 channels, 49.152 us, 8-bit, DM 0-3000 (5326 trials), direct method."""
+    from cudalab.radio.pipeline import block_geometry, memory_bound
+    from cudalab.radio.plan import make_plan
+    from cudalab.radio.simulate import planned_header
+
+    fast = SimConfig(nchans=4096, tsamp_s=49.152e-6, fch1_mhz=1500.0, foff_mhz=-500.0 / 4096, duration_s=60.0)
+    h = planned_header(fast)
+    cfg = SearchConfig(dm_max=3000.0)
+    plan = make_plan(h, 0.0, 3000.0)
+    assert len(plan.dms) == 5326
+    groups = [(s, len(idx), int(plan.delays_scrunched(s, idx).max())) for s, idx in plan.groups()]
+    gulp, overlap = block_geometry(plan, cfg, h.tsamp_s, [(s, m) for s, _, m in groups])
+    assert overlap > plan.max_delay > 6.9 / h.tsamp_s and gulp >= 2 * overlap
+    sizes = [(s, n, min((gulp + overlap) // s - m, gulp // s + 512 // s)) for s, n, m in groups]
+    gpu = memory_bound(h, gulp + overlap, sizes, raw_itemsize=1, subbands=False, on_gpu=True)
+    assert gpu.stored == 4096 * (gulp + overlap) == gpu.block // 4  # 8-bit samples travel as stored
+    assert 18e9 < gpu.working < 19e9 and gpu.pinned == 2 * gpu.stored < 3.6e9
+    cpu = memory_bound(h, gulp + overlap, sizes, raw_itemsize=1, subbands=False, on_gpu=False)
+    assert cpu.pinned == 0 and cpu.working == gpu.working - 2 * gpu.stored + 2 * gpu.block
+
+
+def test_the_search_reports_its_memory_bound(small_obs: tuple[Path, dict], tmp_path: Path) -> None:
+    path, _ = small_obs
+    res = run_search(path, tmp_path / "o", replace(CFG, cutouts=0, report_top=0))
+    m = res.memory
+    assert not m.on_gpu and m.block == 4 * 128 * m.block_samples and m.stored == m.block
+    assert m.series > 0 and m.search <= 8 * m.series  # a chunk of trials is at most all of them
+    assert res.peak_device_bytes is None
+    saved = json.loads((tmp_path / "o" / "search.json").read_text())
+    assert saved["memory_bound_bytes"]["working"] == m.working and saved["kernel"] == "torch"
+
+
+@pytest.mark.gpu
+def test_the_gpu_search_stays_within_its_memory_bound(small_obs: tuple[Path, dict]) -> None:
+    path, _ = small_obs
+    res = search_file(path, replace(CFG, device="cuda", gulp=1 << 14))
+    assert res.peak_device_bytes is not None and res.memory.on_gpu
+    assert res.peak_device_bytes <= res.memory.working + (16 << 20), (res.peak_device_bytes, res.memory)

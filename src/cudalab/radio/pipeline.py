@@ -39,6 +39,11 @@ from cudalab.radio.subband import SubbandPlan, dedisperse_subband, plan_subbands
 
 Progress = Callable[[str, int, int], None]
 
+#: Dedispersed trials searched at once (float32 bytes); the search's temporaries are ~8x this.
+SEARCH_CHUNK_BYTES = 1 << 28
+#: The sub-band intermediate's budget (:func:`cudalab.radio.subband.dedisperse_subband`).
+SUBBAND_BYTES = 1 << 29
+
 
 @dataclass(frozen=True, kw_only=True)
 class SearchConfig:
@@ -131,6 +136,112 @@ def default_config() -> SearchConfig:
     return SearchConfig()
 
 
+@dataclass(frozen=True)
+class MemoryBound:
+    """The search's working memory for one block, from its shapes (bytes): what bounds it, whatever the
+    file's length.
+
+    Attributes
+    ----------
+    block_samples
+        Samples per block (the gulp plus the overlap).
+    stored
+        One block as the stream moves it: in the file's sample type to a GPU (8-bit: nchans x samples),
+        float32 on a CPU.
+    block
+        One block in float32 (cleaned in place).
+    scrunched
+        The largest time-scrunched copy of the block (half of it, at factor 2); 0 when nothing scrunches.
+    series
+        The largest group of dedispersed trials, float32.
+    search
+        Baseline and boxcar temporaries: eight times a chunk of trials (``SEARCH_CHUNK_BYTES``).
+    subband
+        The sub-band intermediate (``SUBBAND_BYTES``), 0 for the direct method.
+    on_gpu
+        Whether the block lives on a GPU (stream with pinned buffers) or the CPU (reader thread).
+    """
+
+    block_samples: int
+    stored: int
+    block: int
+    scrunched: int
+    series: int
+    search: int
+    subband: int
+    on_gpu: bool
+
+    @property
+    def working(self) -> int:
+        """Device memory (GPU) or host memory (CPU) of the search, beyond the delay tables."""
+        # GPU: the block being converted and the next, as stored; CPU: one block queued and one read
+        blocks = 2 * self.stored + self.block if self.on_gpu else 3 * self.block
+        return blocks + self.scrunched + self.series + self.search + self.subband
+
+    @property
+    def pinned(self) -> int:
+        """Page-locked host memory: two stored blocks (0 on a CPU)."""
+        return 2 * self.stored if self.on_gpu else 0
+
+    def summary(self) -> dict[str, float | int | bool]:
+        return {**asdict(self), "working": self.working, "pinned": self.pinned}
+
+
+def memory_bound(
+    header: Header,
+    block_samples: int,
+    groups: list[tuple[int, int, int]],
+    *,
+    raw_itemsize: int,
+    subbands: bool,
+    on_gpu: bool,
+) -> MemoryBound:
+    """:class:`MemoryBound` for blocks of ``block_samples`` and trial ``groups`` of ``(factor, ntrials, nout)``.
+
+    ``raw_itemsize``: bytes per stored value moved to a GPU (0: float32 moved).
+    """
+    c = header.nchans
+    block = 4 * c * block_samples
+    stored = (
+        (raw_itemsize * header.npol_stored * c * block_samples if raw_itemsize else block)
+        if on_gpu
+        else block
+    )
+    series = max((4 * n * nout for _, n, nout in groups), default=0)
+    chunk = min(series, SEARCH_CHUNK_BYTES + max((4 * nout for _, _, nout in groups), default=0))
+    scrunched = max((block // s for s, _, _ in groups if s > 1), default=0)
+    return MemoryBound(
+        block_samples=block_samples,
+        stored=stored,
+        block=block,
+        scrunched=scrunched,
+        series=series,
+        search=8 * chunk,
+        subband=SUBBAND_BYTES if subbands else 0,
+        on_gpu=on_gpu,
+    )
+
+
+def block_geometry(
+    plan: DedispersionPlan, cfg: SearchConfig, tsamp_s: float, group_delays: list[tuple[int, int]]
+) -> tuple[int, int]:
+    """``(gulp, overlap)`` in native samples, for trial groups of ``(scrunch factor, largest delay)``.
+
+    Blocks overlap by the largest delay any group applies (rounded or two-stage delays may pass the
+    plan's own), the widest boxcar and one scrunched sample. The gulp is at least twice that, so the
+    overlap (read and cleaned twice, never searched twice) costs at most half again, and a multiple
+    of every scrunch factor, so blocks start on whole scrunched samples.
+    """
+    max_s = int(plan.scrunch.max())
+    overlap = (
+        max([plan.max_delay] + [s * m for s, m in group_delays])
+        + _widths(cfg.max_width_s, tsamp_s)[-1]
+        + max_s
+    )
+    gulp = max(cfg.gulp, 2 * overlap)
+    return -(-gulp // max_s) * max_s, overlap
+
+
 @dataclass
 class SearchResult:
     """What a search found and how it ran."""
@@ -143,6 +254,8 @@ class SearchResult:
     masked_channels: list[int]
     device: str
     kernel: str
+    memory: MemoryBound
+    peak_device_bytes: int | None
     seconds: float
     stages: dict[str, float]
     config: SearchConfig
@@ -208,7 +321,6 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
     )
     widths = _widths(cfg.max_width_s, h.tsamp_s)
     max_w = widths[-1]
-    max_s = int(plan.scrunch.max())
     # (factor, trial indices, delays on the device or the two-stage plan, the largest delay in scrunched
     # samples kept on the host: reading it back from the device would cost a GPU->CPU sync per group
     # per block)
@@ -222,13 +334,24 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
             # int32, trial-minor: a kernel tile reads the delays of its trials for one channel at once
             dt = torch.from_numpy(np.ascontiguousarray(d.T, dtype=np.int32)).to(device).T
             groups.append((s, idx, dt, int(d.max())))
-    # blocks overlap by the largest delay any group applies (rounded or two-stage delays may pass the
-    # plan's own), the widest boxcar and one scrunched sample
-    overlap = max([plan.max_delay] + [s * m for s, _, _, m in groups]) + max_w + max_s
-    gulp = max(cfg.gulp, 2 * overlap)
-    gulp = (
-        -(-gulp // max_s) * max_s
-    )  # a multiple of every scrunch factor: blocks start on whole scrunched samples
+    gulp, overlap = block_geometry(plan, cfg, h.tsamp_s, [(f, m) for f, _, _, m in groups])
+    stream = BlockStream(obs, gulp, overlap, device)
+    memory = memory_bound(
+        h,
+        gulp + overlap,
+        [
+            (s, len(idx), min((gulp + overlap) // s - m, -(-gulp // s) + max_w // s))
+            for s, idx, _, m in groups
+        ],
+        raw_itemsize=int(getattr(obs.reader, "raw_dtype", np.dtype(np.float32)).itemsize)
+        if stream.raw
+        else 0,
+        subbands=bool(cfg.subbands),
+        on_gpu=device.type == "cuda",
+    )
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        peak_base = torch.cuda.memory_allocated(device)
     clock = _StageClock(device)
     parts: list[Giants] = []
     mask_union = np.zeros(h.nchans, dtype=bool)
@@ -236,7 +359,7 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
     nblocks = 0
     total = h.nsamples
     # the reader thread stops when the loop ends, however it ends
-    with BlockStream(obs, gulp, overlap, device) as stream:
+    with stream:
         blocks = iter(stream)
         while True:
             with clock("read"):  # the wait for the next block: reading and copying overlap the compute
@@ -244,7 +367,7 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
             if block is None:
                 break
             with clock("clean"):
-                x, mask = clean_block(block.data, cfg.rfi)
+                x, mask = clean_block(block.data, cfg.rfi, inplace=True)  # the block is ours
                 weights = (~mask).float()
                 mask_np = mask.cpu().numpy()
             mask_union |= mask_np
@@ -258,24 +381,33 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
                 with clock("dedisperse"):
                     xs = scrunch_time(x, factor)
                     if isinstance(delays, SubbandPlan):
-                        series = dedisperse_subband(xs, delays, nout, weights=weights, kernel=kernel)
+                        series = dedisperse_subband(
+                            xs, delays, nout, weights=weights, kernel=kernel, budget_bytes=SUBBAND_BYTES
+                        )
                     elif kernel == "triton":
                         series = dedisperse_triton(xs, delays, nout, weights=weights)
                     else:
                         series = dedisperse(xs, delays, nout, weights=weights)
                 with clock("search"):
-                    z = normalise(series, max(8, int(cfg.baseline_s / (h.tsamp_s * factor))))
-                    parts.append(
-                        find_giants(
-                            z,
-                            idx,
-                            threshold=cfg.snr_threshold,
-                            widths=[max(1, w // factor) for w in widths if w >= factor] or [1],
-                            scrunch=factor,
-                            first_sample=block.start,
-                            valid=valid_s,
+                    # a chunk of trials at a time: the baseline and boxcar temporaries (about eight
+                    # copies of what they search) stay at SEARCH_CHUNK_BYTES whatever the trial count
+                    rows = max(1, SEARCH_CHUNK_BYTES // (4 * nout))
+                    for r0 in range(0, len(idx), rows):
+                        z = normalise(
+                            series[r0 : r0 + rows], max(8, int(cfg.baseline_s / (h.tsamp_s * factor)))
                         )
-                    )
+                        parts.append(
+                            find_giants(
+                                z,
+                                idx[r0 : r0 + rows],
+                                threshold=cfg.snr_threshold,
+                                widths=[max(1, w // factor) for w in widths if w >= factor] or [1],
+                                scrunch=factor,
+                                first_sample=block.start,
+                                valid=valid_s,
+                            )
+                        )
+                    del series, z
             if progress is not None:
                 progress("search", min(block.start + block.valid, total), total)
     with clock("cluster"):
@@ -331,6 +463,10 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
         masked_channels=np.flatnonzero(mask_union).tolist(),
         device=str(device),
         kernel=kernel,
+        memory=memory,
+        peak_device_bytes=torch.cuda.max_memory_allocated(device) - peak_base
+        if device.type == "cuda"
+        else None,
         seconds=time.perf_counter() - t_start,
         stages=clock.seconds,
         config=cfg,
@@ -416,6 +552,8 @@ def run_search(
                 "config": asdict(cfg),
                 "device": result.device,
                 "kernel": result.kernel,
+                "memory_bound_bytes": result.memory.summary(),
+                "peak_device_bytes": result.peak_device_bytes,
                 "seconds": result.seconds,
                 "realtime_factor": result.realtime_factor,
                 "stages_s": result.stages,

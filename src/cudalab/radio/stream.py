@@ -13,9 +13,10 @@ SIGPROC data travel as stored (8-bit samples are a quarter of float32's bytes) a
 total intensity on the device (:func:`raw_to_intensity`); other formats travel as float32.
 
 Memory: host, two pinned buffers of one block each in the file's sample type (plus, for sub-byte
-files, one unpacked block in the reader); device, the stored and the float32 form of one block and
-the copy of the next. On a CPU the same code runs without pinned memory or streams: the reader
-thread still overlaps file reading with compute.
+files, one unpacked block in the reader); device, the float32 form of the current block and the
+stored form of the next (and, briefly, of the current). On a CPU the same code runs without pinned
+memory or streams, and the reader thread still overlaps file reading with compute: three float32
+blocks (the one computing, one queued, one being read).
 """
 
 from __future__ import annotations
@@ -160,12 +161,8 @@ class BlockStream:
 
     # -------------------------------------------------------------------- consumer
 
-    def _issue(self, item: _Item) -> DeviceBlock:
-        """Start moving ``item`` to the device; the result is safe to use on the current stream."""
-        if not self._cuda:
-            host = torch.from_numpy(item.array)
-            data = raw_to_intensity(host) if item.raw else host
-            return DeviceBlock(item.start, data, item.valid)
+    def _issue(self, item: _Item) -> tuple[_Item, torch.Tensor]:
+        """Start moving ``item`` to the device: (the item, its bytes there, usable on the current stream)."""
         assert self._copy_stream is not None
         compute = torch.cuda.current_stream(self.device)
         nbytes = item.array.nbytes
@@ -176,6 +173,11 @@ class BlockStream:
         self._free.put((item.slot, copied))
         compute.wait_event(copied)
         moved.record_stream(compute)  # allocated on the side stream, used on this one
+        return item, moved
+
+    @staticmethod
+    def _materialise(item: _Item, moved: torch.Tensor) -> DeviceBlock:
+        """The float32 block, converted only now: the next block waits on the device as stored."""
         typed = moved.view(_TORCH_DTYPES[item.array.dtype.name] if item.raw else torch.float32)
         shaped = typed.view(item.array.shape)
         data = raw_to_intensity(shaped) if item.raw else shaped
@@ -196,9 +198,14 @@ class BlockStream:
             raise RuntimeError("a BlockStream is iterated once")
         self._started = True
         self._thread.start()
-        pending: DeviceBlock | None = None
-        ended = False
         try:
+            if not self._cuda:  # the reader thread already overlaps reading with compute
+                while (got := self._next_item(block=True)) is not _END:
+                    assert isinstance(got, _Item)
+                    yield DeviceBlock(got.start, torch.from_numpy(got.array), got.valid)
+                return
+            pending: tuple[_Item, torch.Tensor] | None = None
+            ended = False
             while True:
                 if pending is None:
                     if ended:
@@ -215,7 +222,9 @@ class BlockStream:
                         ended = True
                     elif isinstance(got, _Item):
                         pending = self._issue(got)
-                yield current
+                block = self._materialise(*current)
+                del current  # the stored form: freed once converted
+                yield block
         finally:
             self.close()
 
