@@ -32,7 +32,7 @@ from cudalab.radio.kernels import KERNELS, Kernel, dedisperse_triton, resolve_ke
 from cudalab.radio.observation import open_observation
 from cudalab.radio.plan import DedispersionPlan, make_plan
 from cudalab.radio.refine import refine_dm
-from cudalab.radio.rfi import RfiConfig, clean_block
+from cudalab.radio.rfi import CHANNEL_CHUNK, RfiConfig, clean_block
 from cudalab.radio.search import Giants, cluster_giants, find_giants, normalise
 from cudalab.radio.stream import BlockStream
 from cudalab.radio.subband import SubbandPlan, dedisperse_subband, plan_subbands
@@ -72,8 +72,7 @@ class SearchConfig:
         Dedispersion kernel: ``auto`` (Triton on a GPU, the torch reference on a CPU), ``torch`` or
         ``triton`` (:mod:`cudalab.radio.kernels`).
     gulp
-        Native samples advanced per block (memory ~ nchans x (gulp + overlap) x 4 bytes, plus the
-        dedispersed block ndm x gulp x 4 bytes).
+        Native samples advanced per block, at least twice the overlap (memory: :class:`MemoryBound`).
     rfi
         Interference mitigation.
     time_tol, dm_index_tol, width_tol
@@ -158,6 +157,9 @@ class MemoryBound:
         Baseline and boxcar temporaries: eight times a chunk of trials (``SEARCH_CHUNK_BYTES``).
     subband
         The sub-band intermediate (``SUBBAND_BYTES``), 0 for the direct method.
+    clean
+        Cleaning's temporaries: three copies of :data:`cudalab.radio.rfi.CHANNEL_CHUNK` rows of the
+        block (alive only while it cleans, before any of the above).
     on_gpu
         Whether the block lives on a GPU (stream with pinned buffers) or the CPU (reader thread).
     """
@@ -169,6 +171,7 @@ class MemoryBound:
     series: int
     search: int
     subband: int
+    clean: int
     on_gpu: bool
 
     @property
@@ -176,7 +179,7 @@ class MemoryBound:
         """Device memory (GPU) or host memory (CPU) of the search, beyond the delay tables."""
         # GPU: the block being converted and the next, as stored; CPU: one block queued and one read
         blocks = 2 * self.stored + self.block if self.on_gpu else 3 * self.block
-        return blocks + self.scrunched + self.series + self.search + self.subband
+        return blocks + max(self.clean, self.scrunched + self.series + self.search + self.subband)
 
     @property
     def pinned(self) -> int:
@@ -218,6 +221,7 @@ def memory_bound(
         series=series,
         search=8 * chunk,
         subband=SUBBAND_BYTES if subbands else 0,
+        clean=3 * 4 * min(c, CHANNEL_CHUNK) * block_samples,
         on_gpu=on_gpu,
     )
 
