@@ -111,29 +111,21 @@ def test_bad_input_is_one_line_and_exit_2(
     assert not (tmp_path / "o").exists()  # no partial output
 
 
-def test_search_on_cuda_without_a_gpu_is_a_problem_not_bad_input(
-    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        pytest.skip("GPU machine")
-    argv = [
-        "radio",
-        "search",
-        str(shared_data / "radio" / "small.fil"),
-        "--out",
-        str(tmp_path / "o"),
-        "--device",
-        "cuda",
-    ]
-    assert main(argv) == ExitCode.PROBLEM  # as `cudalab bench --device cuda`
-    assert "no usable CUDA GPU" in capsys.readouterr().err
-    assert not (tmp_path / "o").exists()
-
-
-def test_the_triton_kernel_without_a_gpu_is_bad_input(
-    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("option", "code", "message"),
+    [
+        (["--device", "cuda"], ExitCode.PROBLEM, "no usable CUDA GPU"),  # as `cudalab bench --device cuda`
+        (["--kernel", "triton"], ExitCode.USAGE, "triton kernel cannot run here"),
+    ],
+)
+def test_asking_for_the_gpu_without_one(
+    option: list[str],
+    code: ExitCode,
+    message: str,
+    shared_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import torch
 
@@ -146,10 +138,9 @@ def test_the_triton_kernel_without_a_gpu_is_bad_input(
         str(shared_data / "radio" / "small.fil"),
         "--out",
         str(tmp_path / "o"),
-        "--kernel",
-        "triton",
+        *option,
     ]
-    assert main(argv) == ExitCode.USAGE
+    assert main(argv) == code
     err = capsys.readouterr().err
-    assert "triton kernel cannot run here" in err and err.count("\n") == 1
+    assert message in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()

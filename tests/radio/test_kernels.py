@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from cudalab.radio.kernels import resolve_kernel, triton_importable
+from cudalab.radio.kernels import LiveChannels, resolve_kernel, triton_importable
+from tests.radio.kernel_checks import CHECKS as KERNEL_CHECKS
 
 CHECKS = Path(__file__).with_name("kernel_checks.py")
 
@@ -30,7 +31,8 @@ def test_the_kernel_equals_the_reference_under_the_interpreter() -> None:
         [sys.executable, str(CHECKS), "cpu", str(seed)], env=env, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, f"seed {seed}:\n{proc.stdout}\n{proc.stderr[-3000:]}"
-    assert proc.stdout.count("\nok ") + proc.stdout.startswith("ok ") == 5, proc.stdout
+    done = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("ok ")]
+    assert done == list(KERNEL_CHECKS), proc.stdout
 
 
 def test_auto_picks_triton_on_a_gpu_and_torch_on_a_cpu() -> None:
@@ -48,22 +50,27 @@ def test_triton_on_a_cpu_without_the_interpreter_is_refused(monkeypatch: pytest.
         resolve_kernel("triton", torch.device("cpu"))
 
 
+def test_live_channels_of_a_sub_band_are_numbered_from_its_start() -> None:
+    w = np.array([1, 0, 1, 1, 0, 0, 2, 1], dtype=np.float32)
+    live = LiveChannels.of(torch.from_numpy(w), 8, torch.device("cpu"))
+    assert live.host.tolist() == [0, 2, 3, 6, 7] and live.has_scale
+    band = live.within(2, 7)
+    assert band.host.tolist() == band.chans.tolist() == [0, 1, 4]
+    assert band.scale.tolist() == [1.0, 1.0, 2.0]
+    assert live.within(4, 6).host.size == 0
+    assert not LiveChannels.of(None, 3, torch.device("cpu")).has_scale
+    with pytest.raises(ValueError, match=r"weights must be \(8,\)"):
+        LiveChannels.of(w[:5], 8, torch.device("cpu"))
+
+
 # --------------------------------------------------------------------------------------------------
 # on the GPU: the compiled kernel, and the whole search on it
 # --------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("name", [
-    "check_direct_exact",
-    "check_masked_channels_exact",
-    "check_scaled_float_within_rounding",
-    "check_sources_and_out",
-    "check_subband_matches_reference",
-])  # fmt: skip
+@pytest.mark.parametrize("name", list(KERNEL_CHECKS))
 def test_compiled_kernel_equals_the_reference(name: str) -> None:
-    from tests.radio.kernel_checks import CHECKS as KERNEL_CHECKS
-
     seed = int(np.random.SeedSequence().entropy % 2**31)
     KERNEL_CHECKS[name]("cuda", seed)
 

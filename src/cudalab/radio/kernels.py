@@ -24,10 +24,13 @@ the per-trial source row that none of them has.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
 
+import numpy as np
 import torch
+from numpy.typing import NDArray
 
 Kernel = Literal["auto", "torch", "triton"]
 KERNELS: tuple[str, ...] = ("auto", "torch", "triton")
@@ -152,12 +155,64 @@ def _compiled() -> tuple[Any, Any]:
     return dedisperse_kernel, tuned
 
 
+@dataclass(frozen=True)
+class LiveChannels:
+    """The channels a dedispersion visits and their scales: a block's weights, worked out once.
+
+    Deriving them from device weights costs a host sync, so the search does it once per block and
+    hands the result to every trial group and sub-band (:meth:`within` cuts a sub-band's share
+    without another).
+
+    Attributes
+    ----------
+    chans
+        ``(nlive,)`` int32 on the device, ascending.
+    scale
+        ``(nlive,)`` float32 on the device: each live channel's weight.
+    has_scale
+        Whether any weight differs from 1 (else the kernel skips the multiply).
+    host
+        ``chans`` on the host.
+    """
+
+    chans: torch.Tensor
+    scale: torch.Tensor
+    has_scale: bool
+    host: NDArray[np.int64]
+
+    @classmethod
+    def of(
+        cls, weights: torch.Tensor | NDArray[Any] | None, nchans: int, device: torch.device
+    ) -> LiveChannels:
+        """From ``(nchans,)`` weights (0 = masked), on the host (no sync) or the device; None: all, unit."""
+        if weights is None:
+            w = np.ones(nchans, dtype=np.float32)
+        elif isinstance(weights, torch.Tensor):
+            w = weights.detach().to("cpu", torch.float32).numpy()
+        else:
+            w = np.asarray(weights, dtype=np.float32)
+        if w.shape != (nchans,):
+            raise ValueError(f"weights must be ({nchans},), not {w.shape}")
+        host = np.flatnonzero(w)
+        return cls(
+            chans=torch.from_numpy(host.astype(np.int32)).to(device),
+            scale=torch.from_numpy(w[host]).to(device),
+            has_scale=bool((w[host] != 1).any()),
+            host=host,
+        )
+
+    def within(self, lo: int, hi: int) -> LiveChannels:
+        """The live channels in ``[lo, hi)``, numbered from ``lo`` (a sub-band's), without a sync."""
+        a, b = (int(i) for i in np.searchsorted(self.host, [lo, hi]))
+        return LiveChannels(self.chans[a:b] - lo, self.scale[a:b], self.has_scale, self.host[a:b] - lo)
+
+
 def dedisperse_triton(
     data: torch.Tensor,
     delays: torch.Tensor,
     nout: int,
     *,
-    weights: torch.Tensor | None = None,
+    weights: torch.Tensor | LiveChannels | None = None,
     sources: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -174,7 +229,8 @@ def dedisperse_triton(
         Output samples per trial; requires ``ntime >= nout + delays.max()`` (checked by the caller
         on the host, as the pipeline knows it without a device sync).
     weights
-        ``(nchans,)``: channels of weight 0 are skipped, others scale their channel.
+        ``(nchans,)``: channels of weight 0 are skipped, others scale their channel. Or the
+        :class:`LiveChannels` already worked out from them (no host sync here).
     sources
         ``(ndm,)`` the row of ``data`` each trial reads (stage 2 of the sub-band method).
     out
@@ -201,18 +257,12 @@ def dedisperse_triton(
         raise ValueError(f"out must be ({ndm}, {nout}) with a contiguous time axis")
     if nout <= 0 or ndm == 0:
         return out
-    if weights is None:
-        chans = torch.arange(nchans, dtype=torch.int32, device=dev)
-        scale, has_scale = chans, False  # never read
-    else:
-        w = weights.to(device=dev, dtype=torch.float32)
-        chans = torch.nonzero(w != 0).flatten().to(torch.int32)
-        scale = w[chans.long()].contiguous()
-        # a host decision, hence one small sync per call; the pipeline's masks are 0/1
-        has_scale = bool((scale != 1).any())
+    live = weights if isinstance(weights, LiveChannels) else LiveChannels.of(weights, nchans, dev)
+    if len(live.host) and live.host[-1] >= nchans:
+        raise ValueError(f"live channels reach {int(live.host[-1])}, the data have {nchans}")
     if delays.device != dev:
         delays = delays.to(dev)
-    src = sources.to(device=dev, dtype=torch.int32).contiguous() if sources is not None else chans
+    src = sources.to(device=dev, dtype=torch.int32).contiguous() if sources is not None else live.chans
     kernel, tuned = _compiled()
     args = (
         data3,
@@ -222,9 +272,9 @@ def dedisperse_triton(
         delays,
         delays.stride(0),
         delays.stride(1),
-        chans,
-        scale,
-        chans.numel(),
+        live.chans,
+        live.scale,
+        len(live.host),
         out,
         out.stride(0),
         ndm,
@@ -235,12 +285,12 @@ def dedisperse_triton(
     if tuned is None:
         bd, bt, _ = _CONFIGS[0]
         kernel[(-(-nout // bt), -(-ndm // bd))](
-            *args, HAS_SRC=sources is not None, HAS_SCALE=has_scale, BLOCK_DM=bd, BLOCK_T=bt
+            *args, HAS_SRC=sources is not None, HAS_SCALE=live.has_scale, BLOCK_DM=bd, BLOCK_T=bt
         )
     else:
 
         def grid(meta: dict[str, Any]) -> tuple[int, int]:
             return (-(-nout // meta["BLOCK_T"]), -(-ndm // meta["BLOCK_DM"]))
 
-        tuned[grid](*args, HAS_SRC=sources is not None, HAS_SCALE=has_scale)
+        tuned[grid](*args, HAS_SRC=sources is not None, HAS_SCALE=live.has_scale)
     return out

@@ -28,7 +28,7 @@ from cudalab.radio.candidates import Candidate, write_candidates
 from cudalab.radio.constants import DM_CONSTANT
 from cudalab.radio.dedisperse import dedisperse, scrunch_time
 from cudalab.radio.header import Header
-from cudalab.radio.kernels import KERNELS, Kernel, dedisperse_triton, resolve_kernel
+from cudalab.radio.kernels import KERNELS, Kernel, LiveChannels, dedisperse_triton, resolve_kernel
 from cudalab.radio.observation import open_observation
 from cudalab.radio.plan import DedispersionPlan, make_plan
 from cudalab.radio.refine import refine_dm
@@ -190,29 +190,40 @@ class MemoryBound:
         return {**asdict(self), "working": self.working, "pinned": self.pinned}
 
 
+def _outputs(block_samples: int, valid: int, factor: int, max_delay: int, max_width: int) -> int:
+    """Scrunched outputs a group makes from a block: its new samples and a boxcar's reach past them,
+    as far as the block's samples (less the group's largest delay) allow."""
+    return min(block_samples // factor - max_delay, -(-valid // factor) + max_width // factor)
+
+
 def memory_bound(
     header: Header,
-    block_samples: int,
+    gulp: int,
+    overlap: int,
+    max_width: int,
     groups: list[tuple[int, int, int]],
     *,
     raw_itemsize: int,
     subbands: bool,
     on_gpu: bool,
 ) -> MemoryBound:
-    """:class:`MemoryBound` for blocks of ``block_samples`` and trial ``groups`` of ``(factor, ntrials, nout)``.
+    """:class:`MemoryBound` for blocks of ``gulp + overlap`` samples, boxcars to ``max_width`` samples and
+    trial ``groups`` of ``(scrunch factor, trials, largest scrunched delay)``.
 
     ``raw_itemsize``: bytes per stored value moved to a GPU (0: float32 moved).
     """
     c = header.nchans
+    block_samples = gulp + overlap
+    sizes = [(s, n, _outputs(block_samples, gulp, s, m, max_width)) for s, n, m in groups]
     block = 4 * c * block_samples
     stored = (
         (raw_itemsize * header.npol_stored * c * block_samples if raw_itemsize else block)
         if on_gpu
         else block
     )
-    series = max((4 * n * nout for _, n, nout in groups), default=0)
-    chunk = min(series, SEARCH_CHUNK_BYTES + max((4 * nout for _, _, nout in groups), default=0))
-    scrunched = max((block // s for s, _, _ in groups if s > 1), default=0)
+    series = max((4 * n * nout for _, n, nout in sizes), default=0)
+    chunk = min(series, SEARCH_CHUNK_BYTES + max((4 * nout for _, _, nout in sizes), default=0))
+    scrunched = max((block // s for s, _, _ in sizes if s > 1), default=0)
     return MemoryBound(
         block_samples=block_samples,
         stored=stored,
@@ -342,11 +353,10 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
     stream = BlockStream(obs, gulp, overlap, device)
     memory = memory_bound(
         h,
-        gulp + overlap,
-        [
-            (s, len(idx), min((gulp + overlap) // s - m, -(-gulp // s) + max_w // s))
-            for s, idx, _, m in groups
-        ],
+        gulp,
+        overlap,
+        max_w,
+        [(s, len(idx), m) for s, idx, _, m in groups],
         raw_itemsize=int(getattr(obs.reader, "raw_dtype", np.dtype(np.float32)).itemsize)
         if stream.raw
         else 0,
@@ -372,14 +382,18 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
                 break
             with clock("clean"):
                 x, mask = clean_block(block.data, cfg.rfi, inplace=True)  # the block is ours
-                weights = (~mask).float()
                 mask_np = mask.cpu().numpy()
+                # the torch reference takes weights; the kernel, the live channels worked out once
+                # here from the host mask (no further sync) for every group and sub-band
+                weights: torch.Tensor | LiveChannels = (
+                    LiveChannels.of(~mask_np, h.nchans, device) if kernel == "triton" else (~mask).float()
+                )
             mask_union |= mask_np
             masked_sum += float(mask_np.mean())
             nblocks += 1
             for factor, idx, delays, max_delay in groups:
                 valid_s = -(-block.valid // factor)
-                nout = min(block.data.shape[1] // factor - max_delay, valid_s + max_w // factor)
+                nout = _outputs(block.data.shape[1], block.valid, factor, max_delay, max_w)
                 if nout <= 0:
                     continue
                 with clock("dedisperse"):
@@ -388,7 +402,7 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
                         series = dedisperse_subband(
                             xs, delays, nout, weights=weights, kernel=kernel, budget_bytes=SUBBAND_BYTES
                         )
-                    elif kernel == "triton":
+                    elif isinstance(weights, LiveChannels):
                         series = dedisperse_triton(xs, delays, nout, weights=weights)
                     else:
                         series = dedisperse(xs, delays, nout, weights=weights)

@@ -37,13 +37,14 @@ def detrend_channels(stat: torch.Tensor, window: int) -> torch.Tensor:
     return stat - padded.unfold(0, window, 1).median(dim=1).values
 
 
-def zero_dm(data: torch.Tensor) -> torch.Tensor:
+def zero_dm(data: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
     """Subtract each time sample's mean over channels (Eatough et al. 2009): removes DM-0 impulses.
 
-    Shape: ``(nchans, ntime)`` -> same. A dispersed pulse occupies few channels at any instant, so it
-    loses only about 1/nchans of its power.
+    Shape: ``(nchans, ntime)`` -> same (``data`` itself when ``inplace``). A dispersed pulse occupies
+    few channels at any instant, so it loses only about 1/nchans of its power.
     """
-    return data - data.mean(dim=0, keepdim=True)
+    mean = data.mean(dim=0, keepdim=True)
+    return data.sub_(mean) if inplace else data - mean
 
 
 def _channel_z(stat: torch.Tensor, window: int) -> torch.Tensor:
@@ -166,7 +167,7 @@ def clean_block(
         scale = torch.where(scale > 0, scale, std).clamp_min(1e-6)
         rows.sub_(med).div_(scale)
     if cfg.zero_dm:
-        x.sub_(x.mean(dim=0, keepdim=True))  # zero_dm(), in place
+        zero_dm(x, inplace=True)
     if cfg.sk_threshold > 0:
         mask |= spectral_kurtosis_mask(x, cfg.sk_threshold)
     x[mask] = 0.0

@@ -34,9 +34,13 @@ from numpy.typing import NDArray
 
 from cudalab.radio.observation import Observation
 
-# Sample types that travel to the device as stored (torch converts them on the device).
-_RAW_DTYPES = {np.dtype(np.uint8), np.dtype(np.int8), np.dtype("<i2"), np.dtype("<f4")}
-_TORCH_DTYPES = {"uint8": torch.uint8, "int8": torch.int8, "int16": torch.int16, "float32": torch.float32}
+# Sample types that travel to the device as stored, and their torch type there.
+_RAW_DTYPES = {
+    np.dtype(np.uint8): torch.uint8,
+    np.dtype(np.int8): torch.int8,
+    np.dtype("<i2"): torch.int16,
+    np.dtype("<f4"): torch.float32,
+}
 _POLL_S = 0.1  # how often a waiting thread checks whether the stream was closed
 
 
@@ -178,7 +182,7 @@ class BlockStream:
     @staticmethod
     def _materialise(item: _Item, moved: torch.Tensor) -> DeviceBlock:
         """The float32 block, converted only now: the next block waits on the device as stored."""
-        typed = moved.view(_TORCH_DTYPES[item.array.dtype.name] if item.raw else torch.float32)
+        typed = moved.view(_RAW_DTYPES[item.array.dtype] if item.raw else torch.float32)
         shaped = typed.view(item.array.shape)
         data = raw_to_intensity(shaped) if item.raw else shaped
         return DeviceBlock(item.start, data, item.valid)

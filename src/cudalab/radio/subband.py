@@ -28,6 +28,7 @@ import torch
 from numpy.typing import NDArray
 
 from cudalab.radio.dedisperse import dedisperse
+from cudalab.radio.kernels import LiveChannels, dedisperse_triton
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,8 @@ class SubbandPlan:
     nominal
         ``(n_nominal,)`` row of each nominal trial in the group's delay table.
     assign
-        ``(ndm,)`` index into ``nominal`` used by each trial.
+        ``(ndm,)`` index into ``nominal`` used by each trial; non-decreasing (runs of trials in DM
+        order share a nominal), so the trials of consecutive nominals are consecutive rows.
     outer
         ``(ndm, nsub)`` stage-2 delays, ``A[i, b]``.
     inner
@@ -62,6 +64,10 @@ class SubbandPlan:
     inner: NDArray[np.int64]
     max_error: int
     max_delay: int
+
+    def __post_init__(self) -> None:
+        if len(self.assign) and (np.diff(self.assign) < 0).any():
+            raise ValueError("assign must be non-decreasing: a nominal's trials are consecutive")
 
     @property
     def nsub(self) -> int:
@@ -139,7 +145,7 @@ def dedisperse_subband(
     plan: SubbandPlan,
     nout: int,
     *,
-    weights: torch.Tensor | None = None,
+    weights: torch.Tensor | LiveChannels | None = None,
     budget_bytes: int = 1 << 29,
     kernel: Literal["torch", "triton"] = "torch",
 ) -> torch.Tensor:
@@ -148,10 +154,9 @@ def dedisperse_subband(
     The sub-band series of as many nominal trials as fit in ``budget_bytes`` are made at a time, so
     the intermediate stays bounded whatever the number of trials. Needs ``ntime >= nout +
     plan.max_delay``. ``kernel`` runs both stages on the torch reference or the Triton kernel (see
-    :func:`cudalab.radio.kernels.resolve_kernel`). Returns ``(ndm, nout)`` float32.
+    :func:`cudalab.radio.kernels.resolve_kernel`); the Triton kernel also takes the block's
+    :class:`~cudalab.radio.kernels.LiveChannels` as ``weights``. Returns ``(ndm, nout)`` float32.
     """
-    if kernel == "triton":
-        from cudalab.radio.kernels import dedisperse_triton
     nchans, ntime = data.shape
     ndm = len(plan.assign)
     if int(plan.bounds[-1]) != nchans:
@@ -164,49 +169,47 @@ def dedisperse_subband(
         raise ValueError(f"need {need} samples for {nout} outputs, have {ntime}")
     n1 = nout + int(plan.outer.max())  # stage 2 reads S up to t + A[i, b]
     chunk = max(1, budget_bytes // max(plan.nsub * n1 * 4, 1))
+    live: LiveChannels | None = None
+    if kernel == "triton":
+        live = weights if isinstance(weights, LiveChannels) else LiveChannels.of(weights, nchans, data.device)
+    elif isinstance(weights, LiveChannels):
+        raise TypeError("the torch reference takes weights as a tensor")
+    tensor_weights = None if isinstance(weights, LiveChannels) else weights
     inner = torch.from_numpy(plan.inner).to(data.device)
     outer = torch.from_numpy(plan.outer).to(data.device)
-    order = np.argsort(plan.assign, kind="stable")
-    firsts = np.searchsorted(plan.assign[order], np.arange(len(plan.nominal) + 1))
+    firsts = np.searchsorted(plan.assign, np.arange(len(plan.nominal) + 1))  # assign is sorted
     for j0 in range(0, len(plan.nominal), chunk):
         j1 = min(j0 + chunk, len(plan.nominal))
-        trials_here = order[firsts[j0] : firsts[j1]]
+        r0, r1 = int(firsts[j0]), int(firsts[j1])  # the trials of these nominals
         stage1 = torch.zeros(j1 - j0, plan.nsub, n1, dtype=torch.float32, device=data.device)
         for b, (lo, hi) in enumerate(pairwise(plan.bounds.tolist())):
             # only as far as stage 2 reads for these trials; a sample past the data is never read
             # by an output (ntime >= need), so zeros stand in for it where a nominal overshoots
-            n_b = nout + int(plan.outer[trials_here, b].max()) if len(trials_here) else 0
+            n_b = nout + int(plan.outer[r0:r1, b].max()) if r1 > r0 else 0
             if n_b <= 0:
                 continue
             x = data[lo:hi]
             short = n_b + int(plan.inner[j0:j1, lo:hi].max()) - ntime
             if short > 0:
                 x = torch.nn.functional.pad(x, (0, short))
-            w = None if weights is None else weights[lo:hi]
-            if kernel == "triton":
-                dedisperse_triton(x, inner[j0:j1, lo:hi], n_b, weights=w, out=stage1[:, b, :n_b])
+            if live is not None:
+                dedisperse_triton(
+                    x, inner[j0:j1, lo:hi], n_b, weights=live.within(lo, hi), out=stage1[:, b, :n_b]
+                )
             else:
+                w = None if tensor_weights is None else tensor_weights[lo:hi]
                 stage1[:, b, :n_b] = dedisperse(x, inner[j0:j1, lo:hi], n_b, weights=w)
-        if len(trials_here) == 0:
+        if r1 == r0:
             continue
-        rows = torch.from_numpy(trials_here).to(data.device)
-        local = torch.from_numpy(plan.assign[trials_here] - j0).to(data.device)
-        if kernel == "triton":
-            # stage 2 is a dedispersion of the sub-band series with a source row per trial; the
-            # trials of consecutive nominals are consecutive (both run in DM order), so it writes
-            # straight into its rows of the output when they are
-            r0, r1 = int(trials_here[0]), int(trials_here[-1]) + 1
-            if r1 - r0 == len(trials_here) and bool(np.all(np.diff(trials_here) == 1)):
-                dedisperse_triton(stage1, outer[r0:r1], nout, sources=local, out=out[r0:r1])
-            else:
-                out[rows] = dedisperse_triton(stage1, outer[rows], nout, sources=local)
+        local = torch.from_numpy(plan.assign[r0:r1] - j0).to(data.device)
+        if live is not None:
+            # stage 2 is a dedispersion of the sub-band series with a source row per trial
+            dedisperse_triton(stage1, outer[r0:r1], nout, sources=local, out=out[r0:r1])
             continue
         # stage 2 on the torch reference, every trial of these nominals at once, one sub-band at a
         # time: row d of the unfolded view is the sub-band series shifted by d samples, copied only
         # when gathered
-        acc = torch.zeros(len(trials_here), nout, dtype=torch.float32, device=data.device)
         for b in range(plan.nsub):
             windows = stage1[:, b].unfold(1, nout, 1)  # (nominals, n1 - nout + 1, nout)
-            acc += windows[local, outer[rows, b]]
-        out[rows] = acc
+            out[r0:r1] += windows[local, outer[r0:r1, b]]
     return out
