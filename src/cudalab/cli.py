@@ -19,17 +19,12 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cudalab import __version__
+from cudalab._console import command_group
 from cudalab._console import stdout_console as _console
 from cudalab._io import atomic_write_json
 from cudalab.errors import CudalabError, ExitCode
 
-app = typer.Typer(
-    name="cudalab",
-    help="A reproducible PyTorch-CUDA research environment.",
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
+app = command_group("cudalab", "A reproducible PyTorch-CUDA research environment.")
 
 
 def _emit_json(obj: Any, out: Path | None) -> None:
@@ -213,7 +208,7 @@ def _add_workloads() -> None:
         from cudalab.radio.cli import app as radio_app
     except ImportError as exc:  # cudalab installed without [radio]
         missing = exc.name or "a radio dependency"
-        radio_app = typer.Typer(name="radio", help="Radio search (needs: pip install 'cudalab[radio]').")
+        radio_app = command_group("radio", "Radio search (needs: pip install 'cudalab[radio]').")
 
         @radio_app.callback(invoke_without_command=True)
         def _missing() -> None:
@@ -221,12 +216,7 @@ def _add_workloads() -> None:
 
     app.add_typer(radio_app, name="radio")
 
-    train_app = typer.Typer(
-        name="train",
-        help="Train a workload with the experiment engine.",
-        add_completion=False,
-        rich_markup_mode=None,
-    )
+    train_app = command_group("train", "Train a workload with the experiment engine.")
     from cudalab.graph.cli import graph
 
     train_app.command("graph")(graph)

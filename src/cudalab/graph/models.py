@@ -7,6 +7,7 @@ Shapes: every model maps ``x`` (num_nodes, in_dim) and ``edge_index`` (2, num_ed
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F  # noqa: N812 (the PyTorch idiom)
@@ -19,11 +20,18 @@ with warnings.catch_warnings():  # torch_geometric's import warns about torch.ji
 
 
 class _TwoConv(nn.Module):
-    """Dropout, conv1, ReLU, dropout, conv2: the shape GCN and GraphSAGE share."""
+    """Dropout, conv1, activation, dropout, conv2: the shape GCN, GAT and GraphSAGE share."""
 
-    def __init__(self, conv1: nn.Module, conv2: nn.Module, dropout: float) -> None:
+    def __init__(
+        self,
+        conv1: nn.Module,
+        conv2: nn.Module,
+        dropout: float,
+        activation: Callable[[torch.Tensor], torch.Tensor] = F.relu,
+    ) -> None:
         super().__init__()
         self.dropout = dropout
+        self.activation = activation
         self.conv1, self.conv2 = conv1, conv2
 
     def first_layer(self) -> nn.Module:
@@ -31,7 +39,7 @@ class _TwoConv(nn.Module):
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         x = F.dropout(x, self.dropout, self.training)
-        x = F.relu(self.conv1(x, edge_index))
+        x = self.activation(self.conv1(x, edge_index))
         x = F.dropout(x, self.dropout, self.training)
         return self.conv2(x, edge_index)
 
@@ -46,7 +54,7 @@ class GCN(_TwoConv):
         )
 
 
-class GAT(nn.Module):
+class GAT(_TwoConv):
     """Velickovic et al. (2018): 8 heads x 8 features with ELU, then one averaged output head."""
 
     def __init__(
@@ -59,19 +67,12 @@ class GAT(nn.Module):
         dropout: float,
         attn_dropout: float,
     ) -> None:
-        super().__init__()
-        self.dropout = dropout
-        self.conv1 = GATConv(in_dim, hidden, heads=heads, dropout=attn_dropout)
-        self.conv2 = GATConv(hidden * heads, out_dim, heads=out_heads, concat=False, dropout=attn_dropout)
-
-    def first_layer(self) -> nn.Module:
-        return self.conv1
-
-    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        x = F.dropout(x, self.dropout, self.training)
-        x = F.elu(self.conv1(x, edge_index))
-        x = F.dropout(x, self.dropout, self.training)
-        return self.conv2(x, edge_index)
+        super().__init__(
+            GATConv(in_dim, hidden, heads=heads, dropout=attn_dropout),
+            GATConv(hidden * heads, out_dim, heads=out_heads, concat=False, dropout=attn_dropout),
+            dropout,
+            F.elu,
+        )
 
 
 class SAGE(_TwoConv):

@@ -15,19 +15,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cudalab._console import stdout_console
+from cudalab._console import command_group, stdout_console
 from cudalab.errors import CudalabError, ExitCode
 
 if TYPE_CHECKING:
     from cudalab.lab.service import LabPaths
 
-app = typer.Typer(
-    name="lab",
-    help="JupyterLab and SSH, hardened: the image's command, and usable on a bare server.",
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
+app = command_group("lab", "JupyterLab and SSH, hardened: the image's command, and usable on a bare server.")
 
 StateOption = Annotated[
     Path | None,

@@ -13,16 +13,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from cudalab._console import command_group
 from cudalab._console import stdout_console as _console
 from cudalab.errors import CudalabError, ExitCode
 
-app = typer.Typer(
-    name="radio",
-    help="Search radio data for fast radio bursts and pulsar single pulses.",
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
+app = command_group("radio", "Search radio data for fast radio bursts and pulsar single pulses.")
 
 
 def _progress(console: Console) -> Progress:

@@ -14,18 +14,12 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cudalab._console import stdout_console
+from cudalab._console import command_group, stdout_console
 from cudalab.errors import CudalabError, ExitCode
 from cudalab.train.config import flatten, load_toml
 from cudalab.train.run import CONFIG, RunDir, list_runs, resolve_run
 
-app = typer.Typer(
-    name="runs",
-    help="List, show and compare run directories.",
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
+app = command_group("runs", "List, show and compare run directories.")
 
 RootOption = Annotated[Path, typer.Option("--runs", help="Root of the run directories.")]
 
