@@ -232,10 +232,10 @@ def test_the_fast_like_beam_is_bounded_to_19_gb_of_gpu_memory() -> None:
     gulp, overlap = block_geometry(plan, cfg, h.tsamp_s, [(s, m) for s, _, m in groups])
     assert overlap > plan.max_delay > 6.9 / h.tsamp_s and gulp >= 2 * overlap
     widest = 512  # 50 ms boxcars at 49.152 us: the largest power of two within 1017 samples
-    gpu = memory_bound(h, gulp, overlap, widest, groups, raw_itemsize=1, subbands=False, on_gpu=True)
+    gpu = memory_bound(h, gulp, overlap, widest, groups, stored_per_sample=4096, subbands=False, on_gpu=True)
     assert gpu.stored == 4096 * (gulp + overlap) == gpu.block // 4  # 8-bit samples travel as stored
     assert 18e9 < gpu.working < 19e9 and gpu.pinned == 2 * gpu.stored < 3.6e9
-    cpu = memory_bound(h, gulp, overlap, widest, groups, raw_itemsize=1, subbands=False, on_gpu=False)
+    cpu = memory_bound(h, gulp, overlap, widest, groups, stored_per_sample=4096, subbands=False, on_gpu=False)
     assert cpu.pinned == 0 and cpu.working == gpu.working - 2 * gpu.stored + 2 * gpu.block
 
 

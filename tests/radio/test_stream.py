@@ -114,6 +114,8 @@ def test_leaving_the_loop_early_stops_the_reader(shared_data: Path) -> None:
 
 def test_a_stream_is_iterated_once(shared_data: Path) -> None:
     stream = BlockStream(open_observation(shared_data / "radio" / "small.fil"), 100, 0, torch.device("cpu"))
+    assert not stream.raw and stream.pinned_bytes == 0  # a CPU stream moves float32, unpinned
+    assert stream.bytes_per_sample == 4 * stream.obs.header.nchans
     list(stream)
     with pytest.raises(RuntimeError, match="once"):
         list(stream)
@@ -127,6 +129,7 @@ def test_on_the_gpu_the_stream_is_the_file_blocks(shared_data: Path, name: str) 
         assert_same_blocks(obs, gulp, overlap, "cuda")
     stream = BlockStream(obs, 1000, 300, torch.device("cuda"))
     per_sample = obs.header.nchans * (obs.reader.raw_dtype.itemsize if stream.raw else 4)  # type: ignore[attr-defined]
+    assert stream.bytes_per_sample == per_sample
     assert stream.raw == name.endswith(".fil")
     assert stream.pinned_bytes == 2 * 1300 * per_sample and all(p.is_pinned() for p in stream._pinned)
     stream.close()

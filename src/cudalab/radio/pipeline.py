@@ -203,24 +203,21 @@ def memory_bound(
     max_width: int,
     groups: list[tuple[int, int, int]],
     *,
-    raw_itemsize: int,
+    stored_per_sample: int,
     subbands: bool,
     on_gpu: bool,
 ) -> MemoryBound:
     """:class:`MemoryBound` for blocks of ``gulp + overlap`` samples, boxcars to ``max_width`` samples and
     trial ``groups`` of ``(scrunch factor, trials, largest scrunched delay)``.
 
-    ``raw_itemsize``: bytes per stored value moved to a GPU (0: float32 moved).
+    ``stored_per_sample``: bytes per sample as the stream moves them to a GPU
+    (:attr:`cudalab.radio.stream.BlockStream.bytes_per_sample`).
     """
     c = header.nchans
     block_samples = gulp + overlap
     sizes = [(s, n, _outputs(block_samples, gulp, s, m, max_width)) for s, n, m in groups]
     block = 4 * c * block_samples
-    stored = (
-        (raw_itemsize * header.npol_stored * c * block_samples if raw_itemsize else block)
-        if on_gpu
-        else block
-    )
+    stored = stored_per_sample * block_samples if on_gpu else block
     series = max((4 * n * nout for _, n, nout in sizes), default=0)
     chunk = min(series, SEARCH_CHUNK_BYTES + max((4 * nout for _, _, nout in sizes), default=0))
     scrunched = max((block // s for s, _, _ in sizes if s > 1), default=0)
@@ -357,9 +354,7 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
         overlap,
         max_w,
         [(s, len(idx), m) for s, idx, _, m in groups],
-        raw_itemsize=int(getattr(obs.reader, "raw_dtype", np.dtype(np.float32)).itemsize)
-        if stream.raw
-        else 0,
+        stored_per_sample=stream.bytes_per_sample,
         subbands=bool(cfg.subbands),
         on_gpu=device.type == "cuda",
     )

@@ -98,10 +98,11 @@ class BlockStream:
         self._free: queue.Queue[tuple[int, torch.cuda.Event | None]] = queue.Queue()
         self._pinned: list[torch.Tensor] = []
         self._copy_stream: torch.cuda.Stream | None = None
+        h = obs.header
+        #: bytes per sample as moved to the device: as stored, or float32 total intensity
+        self.bytes_per_sample = h.nchans * (h.npol_stored * np.dtype(dtype).itemsize if self.raw else 4)
         if self._cuda:
-            h = obs.header
-            per_sample = h.nchans * (h.npol_stored * np.dtype(dtype).itemsize if self.raw else 4)
-            nbytes = per_sample * min(gulp + overlap, max(h.nsamples, 1))
+            nbytes = self.bytes_per_sample * min(gulp + overlap, max(h.nsamples, 1))
             self._pinned = [torch.empty(nbytes, dtype=torch.uint8, pin_memory=True) for _ in range(2)]
             for slot in range(len(self._pinned)):
                 self._free.put((slot, None))
