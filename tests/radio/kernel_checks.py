@@ -1,4 +1,5 @@
-"""The Triton dedispersion kernel against the torch reference, on fresh random data.
+"""The Triton kernels (dedispersion, the fused boxcar search) against the torch references, on fresh
+random data.
 
 Shared by the CPU suite (run in a subprocess under ``TRITON_INTERPRET=1``, which Triton reads when the
 kernel is first built) and the ``gpu`` tests (compiled, on CUDA). ``python kernel_checks.py DEVICE``
@@ -8,15 +9,20 @@ runs every check and prints one line per check.
 from __future__ import annotations
 
 import sys
+import tempfile
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from cudalab.radio.candidates import Candidate
 from cudalab.radio.dedisperse import dedisperse, dedisperse_numpy
 from cudalab.radio.header import Header
-from cudalab.radio.kernels import dedisperse_triton
+from cudalab.radio.kernels import boxcar_hits_triton, dedisperse_triton
 from cudalab.radio.plan import make_plan
+from cudalab.radio.search import boxcar_hits, fit_baseline, normalise
 from cudalab.radio.subband import dedisperse_subband, plan_subbands
 
 
@@ -104,6 +110,98 @@ def check_subband_matches_reference(device: str, seed: int) -> None:
     assert torch.equal(got.cpu(), want)
 
 
+HitMap = dict[tuple[int, int, int], float]  # (row, column, width index) -> S/N
+
+
+def _hit_map(hits: tuple[torch.Tensor, ...]) -> HitMap:
+    row, t, k, snr = (h.cpu().numpy() for h in hits)
+    return {(int(a), int(b), int(c)): float(d) for a, b, c, d in zip(row, t, k, snr, strict=True)}
+
+
+def _assert_same_hits(got: HitMap, want: HitMap, threshold: float, atol: float = 1e-4) -> None:
+    """Equal hit sets and S/N, but for hits within float32 rounding of the threshold (either side)."""
+    near = {k for k, v in {**got, **want}.items() if abs(v - threshold) < atol}
+    assert set(got) - near == set(want) - near, sorted(set(got) ^ set(want))[:10]
+    worst = max((abs(got[k] - want[k]) for k in set(got) & set(want)), default=0.0)
+    assert worst < atol, f"S/N differs by {worst}"
+
+
+def check_boxcar_hits_match_reference(device: str, seed: int) -> None:
+    """The fused kernel finds the reference's hits with its S/N: a sloping, offset baseline per row;
+    pulses of many widths, one wider than a tile (the kernel sums it in pieces); hits past ``valid``
+    and boxcars running off the row's end left out; more hits than room (the second launch)."""
+    g = torch.Generator().manual_seed(seed)
+    rows, n = 7, 12_000
+    t = torch.arange(n, dtype=torch.float32)
+    noise = 1 + 3 * torch.rand(rows, 1, generator=g)
+    series = 50 * torch.rand(rows, 1, generator=g) + 5e-4 * t * torch.randn(rows, 1, generator=g)
+    series = series + noise * torch.randn(rows, n, generator=g)
+    for r, (start, width, height) in enumerate(
+        [
+            (100, 1, 9.0),
+            (700, 5, 4.0),
+            (1300, 37, 1.5),
+            (2000, 300, 0.6),
+            (5000, 1500, 0.4),
+            (11_950, 40, 2.0),
+        ]
+    ):
+        series[r, start : start + width] += height * noise[r]
+    widths = [1, 2, 4, 16, 64, 256, 1024, 2048]  # the last: more than the interpreter's 1024-sample tile
+    b = fit_baseline(series, 8000)
+    want = _hit_map(boxcar_hits(normalise(series, 8000), threshold=4.0, widths=widths, valid=11_900))
+    dev = series.to(device)
+    got = _hit_map(
+        boxcar_hits_triton(
+            dev, b.knots.to(device), b.chunk, b.inv_rms.to(device), widths=widths, threshold=4.0, valid=11_900,
+            capacity=100,
+        )
+    )  # fmt: skip
+    assert len(want) > 500 and any(k[2] == 7 for k in want), "the check lost its wide pulse"
+    _assert_same_hits(got, want, 4.0)
+    # short rows: one knot (their median), widths past the row's length
+    short = series[:, :20].contiguous()
+    b = fit_baseline(short, 600)
+    want = _hit_map(boxcar_hits(normalise(short, 600), threshold=1.5, widths=widths, valid=20))
+    got = _hit_map(
+        boxcar_hits_triton(
+            short.to(device), b.knots.to(device), b.chunk, b.inv_rms.to(device), widths=widths, threshold=1.5,
+            valid=20,
+        )
+    )  # fmt: skip
+    assert want
+    _assert_same_hits(got, want, 1.5)
+
+
+def same_candidates(a: list[Candidate], b: list[Candidate], atol: float = 1e-3) -> None:
+    """Two searches found the same candidates (place, trial, width) with the same S/N to ``atol``."""
+    key = lambda cs: [(c.sample, c.dm_index, c.width_samples) for c in cs]  # noqa: E731
+    assert key(a) == key(b), (key(a)[:5], key(b)[:5])
+    np.testing.assert_allclose([c.snr for c in a], [c.snr for c in b], atol=atol)
+
+
+def check_search_on_kernels_matches_reference(device: str, seed: int) -> None:
+    """A whole search on the Triton kernels (dedispersion and the fused boxcars) finds what the torch
+    reference finds, on a small simulated observation with bursts and RFI."""
+    from cudalab.radio.pipeline import SearchConfig, search_file
+    from cudalab.radio.simulate import SimConfig, planned_header, random_bursts, simulate
+
+    sim = SimConfig(
+        nchans=32, tsamp_s=256e-6, fch1_mhz=1500.0, foff_mhz=-300.0 / 32, duration_s=2.0, seed=seed
+    )
+    bursts = random_bursts(3, np.random.default_rng(seed), header=planned_header(sim), dm_range=(30.0, 200.0),
+                           width_range_s=(0.5e-3, 4e-3), snr_range=(12.0, 25.0), spacing_s=0.4)  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "k.fil"
+        simulate(replace(sim, bursts=tuple(bursts)), path)
+        cfg = SearchConfig(dm_max=250.0, device=device, cutouts=0, refine=0, gulp=4096, baseline_s=0.5)  # type: ignore[arg-type]
+        ref = search_file(path, replace(cfg, kernel="torch"))
+        fast = search_file(path, replace(cfg, kernel="triton"))
+    assert fast.kernel == "triton" and ref.kernel == "torch"
+    assert len(ref.candidates) >= 3 and ref.candidates[0].snr >= 10, "the check found nothing to compare"
+    same_candidates(fast.candidates, ref.candidates)
+
+
 CHECKS: dict[str, Callable[[str, int], None]] = {
     f.__name__: f
     for f in (
@@ -112,6 +210,8 @@ CHECKS: dict[str, Callable[[str, int], None]] = {
         check_scaled_float_within_rounding,
         check_sources_and_out,
         check_subband_matches_reference,
+        check_boxcar_hits_match_reference,
+        check_search_on_kernels_matches_reference,
     )
 }
 

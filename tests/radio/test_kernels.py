@@ -1,4 +1,5 @@
-"""The Triton dedispersion kernel: equal to the torch reference (interpreted on CPU, compiled on GPU)."""
+"""The Triton kernels (dedispersion, the fused boxcar search): equal to the torch references
+(interpreted on CPU, compiled on GPU)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 
 from cudalab.radio.kernels import LiveChannels, resolve_kernel, triton_importable
 from tests.radio.kernel_checks import CHECKS as KERNEL_CHECKS
+from tests.radio.kernel_checks import same_candidates
 
 CHECKS = Path(__file__).with_name("kernel_checks.py")
 
@@ -107,5 +109,4 @@ def test_search_on_the_kernel_equals_the_search_on_the_reference(subbands: int, 
     ref = search_file(tmp_path / "k.fil", replace(cfg, kernel="torch"))
     fast = search_file(tmp_path / "k.fil", replace(cfg, kernel="triton"))
     assert fast.kernel == "triton" and ref.kernel == "torch"
-    key = lambda r: [(c.sample, c.dm_index, c.width_samples, round(c.snr, 3)) for c in r.candidates]  # noqa: E731
-    assert key(fast) == key(ref)
+    same_candidates(fast.candidates, ref.candidates)

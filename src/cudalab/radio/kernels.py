@@ -1,6 +1,6 @@
-"""The GPU dedispersion kernel (Triton), and the choice between it and the torch reference.
+"""The GPU kernels (Triton) of the search, and the choice between them and the torch references.
 
-One kernel serves the direct method and both stages of the sub-band method:
+**Dedispersion.** One kernel serves the direct method and both stages of the sub-band method:
 
     out[i, t] = sum_k scale[k] * x[src[i], chan[k], t + delays[i, chan[k]]]
 
@@ -15,6 +15,12 @@ The channel order is the reference's, so for integer-valued data (8-bit samples,
 result is bit-identical to :func:`cudalab.radio.dedisperse.dedisperse`; otherwise it agrees to float32
 rounding (the kernel may fuse a multiply-add). On a machine without a GPU, ``TRITON_INTERPRET=1``
 runs the same kernel on CPU tensors (slowly): that is how the CPU test suite checks it.
+
+**The single-pulse search** (:func:`boxcar_hits_triton`). The torch reference writes the normalised
+series, its float64 prefix sums and one S/N array per boxcar width, each a full pass over memory
+(about 40 bytes per sample and width). The fused kernel reads the dedispersed series and the
+baseline's knots, normalises on the fly, filters every width in registers and appends only the hits:
+about 4 bytes per sample, whatever the number of widths.
 
 Why hand-written: no maintained Python package dedisperses on the GPU from torch tensors (heimdall
 and dedisp are C++/CUDA programs; sigpyproc and your are CPU code), and the sub-band method needs
@@ -89,70 +95,29 @@ _CONFIGS: tuple[tuple[int, int, int], ...] = (
 )
 
 
-@cache
-def _compiled() -> tuple[Any, Any]:
-    """(the jitted kernel, the autotuned kernel or None under the interpreter), built on first use."""
-    import triton
-    import triton.language as tl
-
-    @triton.jit
-    def dedisperse_kernel(
-        x_ptr,
-        stride_xs,
-        stride_xc,
-        src_ptr,
-        d_ptr,
-        stride_dd,
-        stride_dc,
-        chan_ptr,
-        scale_ptr,
-        nactive,
-        out_ptr,
-        stride_od,
-        ndm,
-        nout,
-        dm_class,
-        size_class,
-        HAS_SRC: tl.constexpr,
-        HAS_SCALE: tl.constexpr,
-        BLOCK_DM: tl.constexpr,
-        BLOCK_T: tl.constexpr,
-    ):
-        pid_t = tl.program_id(0)
-        pid_d = tl.program_id(1)
-        dm = pid_d * BLOCK_DM + tl.arange(0, BLOCK_DM)
-        t = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
-        dm_ok = dm < ndm
-        ok = dm_ok[:, None] & (t < nout)[None, :]
-        dm64 = dm.to(tl.int64)
-        if HAS_SRC:
-            row = x_ptr + tl.load(src_ptr + dm64, mask=dm_ok, other=0).to(tl.int64) * stride_xs
-        else:
-            row = x_ptr + tl.zeros([BLOCK_DM], dtype=tl.int64)
-        d_row = d_ptr + dm64 * stride_dd
-        acc = tl.zeros([BLOCK_DM, BLOCK_T], dtype=tl.float32)
-        for k in range(nactive):
-            c = tl.load(chan_ptr + k).to(tl.int64)
-            d = tl.load(d_row + c * stride_dc, mask=dm_ok, other=0).to(tl.int64)
-            v = tl.load((row + c * stride_xc + d)[:, None] + t[None, :], mask=ok, other=0.0)
-            if HAS_SCALE:
-                v = v * tl.load(scale_ptr + k)
-            acc += v
-        tl.store(out_ptr + dm64[:, None] * stride_od + t[None, :], acc, mask=ok)
-
+def _autotuned(kernel: Any, configs: list[tuple[dict[str, int], int]], key: list[str], **kw: Any) -> Any:
+    """``kernel`` autotuned over ``(meta-parameters, num_warps)`` with 20 ms timings; None under the
+    interpreter (which runs the first configuration)."""
     if interpreting():
-        return dedisperse_kernel, None
-    configs = [
-        triton.Config({"BLOCK_DM": bd, "BLOCK_T": bt}, num_warps=w, num_stages=2) for bd, bt, w in _CONFIGS
-    ]
+        return None
+    import triton
     from triton.testing import do_bench
 
-    tuned = triton.autotune(
-        configs=configs,
-        key=["dm_class", "size_class", "HAS_SRC"],
+    return triton.autotune(
+        configs=[triton.Config(meta, num_warps=w, num_stages=2) for meta, w in configs],
+        key=key,
         do_bench=lambda fn, quantiles: do_bench(fn, warmup=5, rep=20, quantiles=quantiles),
-    )(dedisperse_kernel)
-    return dedisperse_kernel, tuned
+        **kw,
+    )(kernel)
+
+
+@cache
+def _compiled() -> tuple[Any, Any]:
+    """(the jitted dedispersion kernel, the autotuned one or None under the interpreter), on first use."""
+    from cudalab.radio._triton import dedisperse_kernel
+
+    configs = [({"BLOCK_DM": bd, "BLOCK_T": bt}, w) for bd, bt, w in _CONFIGS]
+    return dedisperse_kernel, _autotuned(dedisperse_kernel, configs, ["dm_class", "size_class", "HAS_SRC"])
 
 
 @dataclass(frozen=True)
@@ -294,3 +259,126 @@ def dedisperse_triton(
 
         tuned[grid](*args, HAS_SRC=sources is not None, HAS_SCALE=live.has_scale)
     return out
+
+
+# Tiles tried by the boxcar kernel's autotuner on a GPU (the first is the interpreter's).
+_BOXCAR_CONFIGS: tuple[tuple[int, int], ...] = (
+    # (BLOCK_T, num_warps)
+    (1024, 4),
+    (2048, 8),
+    (4096, 8),
+    (2048, 4),
+)
+#: Hits the boxcar kernel has room for at first (16 bytes each); a launch that finds more runs again
+#: with room for them all.
+BOXCAR_CAPACITY = 1 << 20
+
+
+@cache
+def _compiled_boxcar() -> tuple[Any, Any]:
+    """(the jitted boxcar kernel, the autotuned one or None under the interpreter), on first use."""
+    from cudalab.radio._triton import boxcar_kernel
+
+    configs = [({"BLOCK_T": bt}, w) for bt, w in _BOXCAR_CONFIGS]
+    # reset_to_zero: each timing run starts from no hits
+    return boxcar_kernel, _autotuned(
+        boxcar_kernel, configs, ["size_class", "nwidths"], reset_to_zero=["count_ptr"]
+    )
+
+
+def boxcar_hits_triton(
+    series: torch.Tensor,
+    knots: torch.Tensor,
+    chunk: int,
+    inv_rms: torch.Tensor,
+    *,
+    widths: list[int],
+    threshold: float,
+    valid: int,
+    capacity: int = BOXCAR_CAPACITY,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The fused search: normalise, boxcar-filter at every width and keep what crosses ``threshold``.
+
+    Equals :func:`cudalab.radio.search.boxcar_hits` on the series normalised by the baseline
+    ``(knots, chunk, inv_rms)`` (:class:`cudalab.radio.search.Baseline`), to float32 rounding (a
+    tile's windows are summed in float32 from a scan of at most ``BLOCK_T`` samples; the reference's
+    row-long sums are float64). Each program owns one row's tile of ``BLOCK_T`` columns, reads the
+    series there once per width (the shifted read hits the cache), computes the baseline from its
+    knots as it goes, and appends its hits to one list through an atomic counter: the normalised
+    series, the prefix sums and the per-width S/N never reach memory.
+
+    Parameters
+    ----------
+    series
+        ``(rows, n)`` float32 dedispersed series, time contiguous.
+    knots, chunk, inv_rms
+        The baseline (:func:`cudalab.radio.search.fit_baseline`).
+    widths
+        Boxcar widths, powers of two, ascending.
+    threshold, valid
+        As for :func:`cudalab.radio.search.find_giants`.
+    capacity
+        Room for this many hits at first; more cost one more launch.
+
+    Returns
+    -------
+    ``(row, t, width index, snr)`` on the series' device, in no particular order.
+    """
+    rows, n = series.shape
+    if series.dtype != torch.float32 or (n > 1 and series.stride(1) != 1):
+        raise ValueError("series must be float32 with a contiguous time axis")
+    if any(w <= 0 or w & (w - 1) for w in widths):
+        raise ValueError(f"boxcar widths must be powers of two, not {widths}")
+    if knots.shape[0] != rows or inv_rms.shape != (rows,):
+        raise ValueError(f"the baseline has {knots.shape[0]} rows, the series {rows}")
+    dev = series.device
+    widths = [w for w in widths if w <= n]
+    span = min(valid, n)
+    if -(-span // _BOXCAR_CONFIGS[0][0]) >= 1 << 16:
+        raise ValueError(f"rows of {n} samples are too long for one launch (tiles are a grid axis < 65536)")
+    if rows == 0 or span <= 0 or not widths:
+        e = torch.zeros(0, dtype=torch.int32, device=dev)
+        return e, e, e, torch.zeros(0, device=dev)
+    w_dev = torch.tensor(widths, dtype=torch.int32, device=dev)
+    scale = torch.tensor([1 / np.sqrt(w) for w in widths], dtype=torch.float32, device=dev)
+    knots = knots.to(torch.float32).contiguous()
+    inv_rms = inv_rms.to(torch.float32).contiguous()
+    kernel, tuned = _compiled_boxcar()
+    count = torch.zeros(1, dtype=torch.int32, device=dev)
+    while True:
+        out = [torch.empty(capacity, dtype=torch.int32, device=dev) for _ in range(3)]
+        snr = torch.empty(capacity, dtype=torch.float32, device=dev)
+        args = (
+            series,
+            series.stride(0),
+            n,
+            span,
+            knots,
+            knots.stride(0),
+            knots.shape[1],
+            chunk,
+            inv_rms,
+            w_dev,
+            scale,
+            len(widths),
+            float(threshold),
+            *out,
+            snr,
+            count,
+            capacity,
+            n.bit_length(),
+        )
+        if tuned is None:
+            bt = _BOXCAR_CONFIGS[0][0]
+            kernel[(rows, -(-span // bt))](*args, BLOCK_T=bt)
+        else:
+
+            def grid(meta: dict[str, Any]) -> tuple[int, int]:
+                return (rows, -(-span // meta["BLOCK_T"]))
+
+            tuned[grid](*args)
+        found = int(count.item())  # the one sync of the search per chunk of trials
+        if found <= capacity:
+            return out[0][:found], out[1][:found], out[2][:found], snr[:found]
+        capacity = found
+        count.zero_()

@@ -33,7 +33,7 @@ from cudalab.radio.observation import open_observation
 from cudalab.radio.plan import DedispersionPlan, make_plan
 from cudalab.radio.refine import refine_dm
 from cudalab.radio.rfi import CHANNEL_CHUNK, RfiConfig, clean_block
-from cudalab.radio.search import Giants, cluster_giants, find_giants, normalise
+from cudalab.radio.search import Giants, cluster_giants, search_series
 from cudalab.radio.stream import BlockStream
 from cudalab.radio.subband import SubbandPlan, dedisperse_subband, plan_subbands
 
@@ -403,24 +403,24 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
                         series = dedisperse(xs, delays, nout, weights=weights)
                 with clock("search"):
                     # a chunk of trials at a time: the baseline and boxcar temporaries (about eight
-                    # copies of what they search) stay at SEARCH_CHUNK_BYTES whatever the trial count
+                    # copies of what they search on the torch path, two on the fused kernel's) stay
+                    # bounded by SEARCH_CHUNK_BYTES whatever the trial count
                     rows = max(1, SEARCH_CHUNK_BYTES // (4 * nout))
                     for r0 in range(0, len(idx), rows):
-                        z = normalise(
-                            series[r0 : r0 + rows], max(8, int(cfg.baseline_s / (h.tsamp_s * factor)))
-                        )
                         parts.append(
-                            find_giants(
-                                z,
+                            search_series(
+                                series[r0 : r0 + rows],
                                 idx[r0 : r0 + rows],
+                                baseline_samples=max(8, int(cfg.baseline_s / (h.tsamp_s * factor))),
                                 threshold=cfg.snr_threshold,
                                 widths=[max(1, w // factor) for w in widths if w >= factor] or [1],
                                 scrunch=factor,
                                 first_sample=block.start,
                                 valid=valid_s,
+                                kernel=kernel,
                             )
                         )
-                    del series, z
+                    del series
             if progress is not None:
                 progress("search", min(block.start + block.valid, total), total)
     with clock("cluster"):
