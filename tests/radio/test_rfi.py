@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cudalab.radio.rfi import RfiConfig, channel_mask_mad, clean_block, spectral_kurtosis_mask, zero_dm
+from cudalab.radio.rfi import (
+    MAD_TO_STD,
+    STATS_SAMPLES,
+    RfiConfig,
+    channel_mask_mad,
+    clean_block,
+    spectral_kurtosis_mask,
+    zero_dm,
+)
 
 
 def _noise(nchans: int = 128, n: int = 4096, seed: int = 0) -> torch.Tensor:
@@ -55,3 +63,17 @@ def test_clean_block_normalises_masks_and_spares_bursts() -> None:
     assert y[good].std(dim=1).mean().item() == pytest.approx(1.0, abs=0.05)
     assert y[good][:, 1000:1003].mean().abs() < 0.15  # the impulse is gone; unit noise remains (375 samples)
     assert y[torch.arange(128)[good], sweep[good]].mean() > 2.5
+
+
+def test_clean_block_scales_long_channels_from_a_strided_subset() -> None:
+    """A block longer than STATS_SAMPLES takes each channel's median and MAD from evenly spaced samples:
+    every channel still comes out at zero median and unit robust std, to well within their errors."""
+    n = 3 * STATS_SAMPLES + 5
+    g = torch.Generator().manual_seed(6)
+    gains = torch.tensor([0.5, 1.0, 7.0, 30.0])[:, None]
+    x = 100 * gains + gains * torch.randn(4, n, generator=g)
+    out, mask = clean_block(x, RfiConfig(zero_dm=False, mad_threshold=0, sk_threshold=0))
+    assert not mask.any()
+    med = out.median(dim=1).values
+    mad_std = (out - med[:, None]).abs().median(dim=1).values * MAD_TO_STD
+    assert med.abs().max() < 0.02 and (mad_std - 1).abs().max() < 0.02

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cudalab.radio.rfi import MAD_TO_STD
+from cudalab.radio.rfi import MAD_TO_STD, STATS_SAMPLES
 from cudalab.radio.search import (
-    STATS_SAMPLES,
     Giants,
     cluster_giants,
     find_giants,

@@ -15,9 +15,20 @@ import torch
 #: MAD -> standard deviation for Gaussian data (1 / Phi^-1(3/4)).
 MAD_TO_STD = 1.4826
 
+#: Per-row robust statistics (median, MAD) use at most this many evenly spaced samples of a row
+#: (:func:`stats_step`). A noise level from 65,536 samples is within 0.5 % (1 sigma) of the whole
+#: row's, and a full-row median on a GPU reads the row about 16 times (radix select): this keeps the
+#: statistics a small part of the work whatever the block's length.
+STATS_SAMPLES = 1 << 16
+
 #: Channels per pass where per-channel statistics need block-sized temporaries (medians, powers): the
 #: temporaries are this many rows, not the block (4096 channels x 0.4 M samples is 7 GB in float32).
 CHANNEL_CHUNK = 256
+
+
+def stats_step(n: int) -> int:
+    """The stride that leaves at most :data:`STATS_SAMPLES` of ``n`` samples (``row[::step]``)."""
+    return max(1, -(-n // STATS_SAMPLES))
 
 
 def _chunks(data: torch.Tensor) -> list[torch.Tensor]:
@@ -149,7 +160,8 @@ def clean_block(
     from the unmasked channels only.
 
     Returns ``(cleaned, mask)``: cleaned ``(nchans, ntime)``, each channel at zero median and unit
-    robust std (so every channel weighs the same whatever its gain), masked channels set to 0; and the
+    robust std (median and MAD of at most :data:`STATS_SAMPLES` evenly spaced samples; so every
+    channel weighs the same whatever its gain), masked channels set to 0; and the
     bool mask ``(nchans,)``, True = masked.
 
     Memory: the block itself (``inplace=True`` cleans it where it lies: the search's own blocks) or one
@@ -159,9 +171,11 @@ def clean_block(
     if cfg.mad_threshold > 0:
         mask |= channel_mask_mad(data, cfg.mad_threshold, cfg.window)
     x = data if inplace else data.clone()
+    step = stats_step(x.shape[1])
     for rows in _chunks(x):
-        med = rows.median(dim=1, keepdim=True).values
-        scale = (rows - med).abs().median(dim=1, keepdim=True).values * MAD_TO_STD
+        some = rows[:, ::step]  # robust statistics from at most STATS_SAMPLES per channel
+        med = some.median(dim=1, keepdim=True).values
+        scale = (some - med).abs().median(dim=1, keepdim=True).values * MAD_TO_STD
         # A channel quantised to few levels can have a MAD of 0 with real variance: use its std there.
         std = rows.std(dim=1, keepdim=True)
         scale = torch.where(scale > 0, scale, std).clamp_min(1e-6)

@@ -22,13 +22,7 @@ import torch
 from numpy.typing import NDArray
 
 from cudalab.radio.kernels import boxcar_hits_triton
-from cudalab.radio.rfi import MAD_TO_STD
-
-#: The robust statistics of a trial (median, MAD) use at most this many evenly spaced samples. The
-#: noise level from 65,536 samples is within 0.5 % (1 sigma) of the whole row's, and a full-row
-#: median on a GPU reads the row about 16 times (radix select): this keeps the statistics a small
-#: fraction of the search whatever the block's length.
-STATS_SAMPLES = 1 << 16
+from cudalab.radio.rfi import MAD_TO_STD, stats_step
 
 
 @dataclass(frozen=True)
@@ -92,7 +86,7 @@ def fit_baseline(series: torch.Tensor, window: int) -> Baseline:
     """The running-median baseline (window ``window`` samples) and robust noise of each row.
 
     The noise is 1.4826 x MAD of the baseline-subtracted row, taken over at most
-    :data:`STATS_SAMPLES` evenly spaced samples. Shape: ``(rows, n)``.
+    :data:`cudalab.radio.rfi.STATS_SAMPLES` evenly spaced samples. Shape: ``(rows, n)``.
     """
     rows, n = series.shape
     if n == 0:
@@ -100,7 +94,7 @@ def fit_baseline(series: torch.Tensor, window: int) -> Baseline:
         return Baseline(torch.zeros(rows, 1, device=series.device), 1, ones)
     knots, chunk = _knots(series, window)
     b = Baseline(knots, chunk, knots.new_empty(0))
-    step = -(-n // STATS_SAMPLES)
+    step = stats_step(n)
     t = torch.arange(0, n, step, device=series.device)
     y = series[:, ::step] - b.at(t)
     mad = (y - y.median(dim=1, keepdim=True).values).abs().median(dim=1).values
