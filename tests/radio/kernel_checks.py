@@ -134,7 +134,7 @@ def check_boxcar_hits_match_reference(device: str, seed: int) -> None:
     rows, n = 7, 12_000
     t = torch.arange(n, dtype=torch.float32)
     noise = 1 + 3 * torch.rand(rows, 1, generator=g)
-    series = 50 * torch.rand(rows, 1, generator=g) + 5e-4 * t * torch.randn(rows, 1, generator=g)
+    series = 50 * torch.rand(rows, 1, generator=g) + 3e-5 * t * torch.randn(rows, 1, generator=g)
     series = series + noise * torch.randn(rows, n, generator=g)
     for r, (start, width, height) in enumerate(
         [
@@ -142,7 +142,7 @@ def check_boxcar_hits_match_reference(device: str, seed: int) -> None:
             (700, 5, 4.0),
             (1300, 37, 1.5),
             (2000, 300, 0.6),
-            (5000, 1500, 0.4),
+            (5000, 1500, 0.8),
             (11_950, 40, 2.0),
         ]
     ):

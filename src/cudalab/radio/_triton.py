@@ -54,16 +54,16 @@ def dedisperse_kernel(
 
 
 @triton.jit
-def normalised(x_row, k_row, t, n, nknots, chunk, inv_rms):
+def normalised(x_row, k_row, t, n, last_knot, pos_max, chunk, inv_rms):
     """The series at columns ``t``, less its baseline, over its noise (0 past the row's end)."""
     inside = t < n
     x = tl.load(x_row + t, mask=inside, other=0.0)
     u = (t.to(tl.float32) + 0.5) / chunk - 0.5
-    pos = tl.minimum(tl.maximum(tl.floor(u), 0.0), tl.maximum(nknots - 2, 0).to(tl.float32))
+    pos = tl.minimum(tl.maximum(tl.floor(u), 0.0), pos_max)
     frac = tl.minimum(tl.maximum(u - pos, 0.0), 1.0)
     p = pos.to(tl.int32)
     k0 = tl.load(k_row + p)
-    k1 = tl.load(k_row + tl.minimum(p + 1, nknots - 1))
+    k1 = tl.load(k_row + tl.minimum(p + 1, last_knot))
     return tl.where(inside, (x - (k0 * (1 - frac) + k1 * frac)) * inv_rms, 0.0)
 
 
@@ -75,7 +75,8 @@ def boxcar_kernel(
     valid,
     knots_ptr,
     stride_k,
-    nknots,
+    last_knot,
+    pos_max,
     chunk,
     inv_rms_ptr,
     widths_ptr,
@@ -97,7 +98,7 @@ def boxcar_kernel(
     x_row = x_ptr + row.to(tl.int64) * stride_x
     k_row = knots_ptr + row.to(tl.int64) * stride_k
     inv_rms = tl.load(inv_rms_ptr + row)
-    z = normalised(x_row, k_row, t, n, nknots, chunk, inv_rms)
+    z = normalised(x_row, k_row, t, n, last_knot, pos_max, chunk, inv_rms)
     for k in range(nwidths):
         w = tl.load(widths_ptr + k)
         # sum(z[t : t + w]) in pieces of L = min(w, BLOCK_T) (w, BLOCK_T: powers of two). With
@@ -108,7 +109,7 @@ def boxcar_kernel(
         acc = tl.zeros([BLOCK_T], dtype=tl.float32)
         lo = z
         for i in range(w // piece):
-            hi = normalised(x_row, k_row, t + (i + 1) * piece, n, nknots, chunk, inv_rms)
+            hi = normalised(x_row, k_row, t + (i + 1) * piece, n, last_knot, pos_max, chunk, inv_rms)
             d = hi - lo
             acc += tl.sum(tl.where(j < piece, lo, 0.0), axis=0) + (tl.cumsum(d, axis=0) - d)
             lo = hi

@@ -355,7 +355,8 @@ def boxcar_hits_triton(
             span,
             knots,
             knots.stride(0),
-            knots.shape[1],
+            knots.shape[1] - 1,
+            float(max(knots.shape[1] - 2, 0)),  # a float: Triton would make an int of 0 or 1 a constant
             chunk,
             inv_rms,
             w_dev,
