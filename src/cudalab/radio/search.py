@@ -49,12 +49,17 @@ class Baseline:
 
     def at(self, t: torch.Tensor) -> torch.Tensor:
         """The baseline at samples ``t`` (1-d, integer): shape ``(rows, len(t))``."""
-        nk = self.knots.shape[1]
-        u = (t.to(torch.float32) + 0.5) / self.chunk - 0.5
-        pos = u.floor().clamp(0, max(nk - 2, 0))
-        frac = (u - pos).clamp(0, 1)
-        p = pos.long()
-        return self.knots[:, p] * (1 - frac) + self.knots[:, (p + 1).clamp_max(nk - 1)] * frac
+        return _interpolate(self.knots, self.chunk, t)
+
+
+def _interpolate(knots: torch.Tensor, chunk: int, t: torch.Tensor) -> torch.Tensor:
+    """Knots ``(rows, nknots)`` spaced ``chunk`` apart (:class:`Baseline`), linearly at samples ``t``."""
+    nk = knots.shape[1]
+    u = (t.to(torch.float32) + 0.5) / chunk - 0.5
+    pos = u.floor().clamp(0, max(nk - 2, 0))
+    frac = (u - pos).clamp(0, 1)
+    p = pos.long()
+    return knots[:, p] * (1 - frac) + knots[:, (p + 1).clamp_max(nk - 1)] * frac
 
 
 def _knots(y: torch.Tensor, window: int) -> tuple[torch.Tensor, int]:
@@ -93,10 +98,8 @@ def fit_baseline(series: torch.Tensor, window: int) -> Baseline:
         ones = torch.ones(rows, dtype=torch.float32, device=series.device)
         return Baseline(torch.zeros(rows, 1, device=series.device), 1, ones)
     knots, chunk = _knots(series, window)
-    b = Baseline(knots, chunk, knots.new_empty(0))
     step = stats_step(n)
-    t = torch.arange(0, n, step, device=series.device)
-    y = series[:, ::step] - b.at(t)
+    y = series[:, ::step] - _interpolate(knots, chunk, torch.arange(0, n, step, device=series.device))
     mad = (y - y.median(dim=1, keepdim=True).values).abs().median(dim=1).values
     return Baseline(knots, chunk, 1.0 / (mad * MAD_TO_STD).clamp_min(1e-12))
 
@@ -107,7 +110,7 @@ def running_median(y: torch.Tensor, window: int) -> torch.Tensor:
     if y.shape[1] == 0:
         return y.clone()
     knots, chunk = _knots(y, window)
-    return Baseline(knots, chunk, knots.new_empty(0)).at(torch.arange(y.shape[1], device=y.device))
+    return _interpolate(knots, chunk, torch.arange(y.shape[1], device=y.device))
 
 
 def normalise(series: torch.Tensor, baseline_samples: int) -> torch.Tensor:
