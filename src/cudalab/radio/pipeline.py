@@ -31,7 +31,7 @@ from cudalab.radio.header import Header
 from cudalab.radio.kernels import KERNELS, Kernel, LiveChannels, dedisperse_triton, resolve_kernel
 from cudalab.radio.observation import open_observation
 from cudalab.radio.plan import DedispersionPlan, make_plan
-from cudalab.radio.refine import refine_dm
+from cudalab.radio.refine import refine_dm, sweep_dm
 from cudalab.radio.rfi import CHANNEL_CHUNK, RfiConfig, clean_block
 from cudalab.radio.search import Giants, cluster_giants, search_series
 from cudalab.radio.stream import BlockStream
@@ -78,7 +78,9 @@ class SearchConfig:
     time_tol, dm_index_tol, width_tol
         Friends-of-friends separations: boxcar widths, DM trials, factors of two in width.
     refine
-        Refine the DM of the brightest N candidates from the data (:mod:`cudalab.radio.refine`).
+        Refine the DM of the brightest N candidates from the data (:mod:`cudalab.radio.refine`): at
+        the S/N peak between the neighbouring trials, or, for a pulse wide enough that its S/N is flat
+        there, from its arrival times across the band.
     cutouts
         FETCH cutouts for the brightest N candidates.
     report_top
@@ -450,20 +452,24 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
                 )
             )
         cands.sort(key=lambda c: -c.snr)
+    sweep_per_dm = cfg.k_dm * (h.fmin_mhz**-2 - h.fmax_mhz**-2)  # seconds across the band per unit DM
     with clock("refine"):
         for i, c in enumerate(cands[: cfg.refine]):
             j = c.dm_index
-            lo, hi = plan.dms[max(j - 1, 0)], plan.dms[min(j + 1, len(plan.dms) - 1)]
+            lo, hi = float(plan.dms[max(j - 1, 0)]), float(plan.dms[min(j + 1, len(plan.dms) - 1)])
             dm, _ = refine_dm(
-                obs,
-                c.sample,
-                c.width_samples,
-                float(lo),
-                float(hi),
-                k_dm=cfg.k_dm,
-                rfi=cfg.rfi,
-                device=device,
+                obs, c.sample, c.width_samples, lo, hi, k_dm=cfg.k_dm, rfi=cfg.rfi, device=device
             )
+            # A pulse smears by its own width at a DM error of width / sweep: beyond the neighbouring
+            # trials, its S/N is flat between them, and the arrival times across the band tell the DM.
+            smear_dm = c.width_s / sweep_per_dm if sweep_per_dm > 0 else 0.0
+            if smear_dm > (hi - lo) / 2:
+                fit = sweep_dm(
+                    obs, c.sample, c.width_samples, dm, c.snr, slack_dm=max(hi - lo, smear_dm),
+                    k_dm=cfg.k_dm, rfi=cfg.rfi, device=device,
+                )  # fmt: skip
+                if fit is not None:
+                    dm = fit.dm
             cands[i] = replace(c, dm=dm)
             if progress is not None:
                 progress("refine DM", i + 1, min(len(cands), cfg.refine))
