@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cudalab.radio.dedisperse import dedisperse, dedisperse_numpy, scrunch_time
+from cudalab.radio.dedisperse import LiveChannels, dedisperse, dedisperse_numpy, scrunch_time
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -48,6 +48,21 @@ def test_weights_skip_and_scale_channels() -> None:
         torch.from_numpy(data), torch.from_numpy(delays), 90, weights=torch.from_numpy(w)
     ).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-5)
+
+
+def test_live_channels_and_out_give_the_weights_result() -> None:
+    """The block's live channels, worked out once, stand for its weights; ``out`` may be a strided view
+    (a sub-band's slice of the stage-1 array) and is overwritten, not added to."""
+    g = torch.Generator().manual_seed(9)
+    data = torch.randn(12, 300, generator=g)
+    delays = torch.randint(0, 40, (7, 12), generator=g)
+    w = torch.rand(12, generator=g) * 2
+    w[[1, 5, 6]] = 0
+    want = dedisperse(data, delays, 200, weights=w)
+    big = torch.full((7, 3, 210), 5.0)
+    got = dedisperse(data, delays, 200, weights=LiveChannels.of(w, 12, data.device), out=big[:, 1, 4:204])
+    assert torch.equal(got, want) and torch.equal(big[:, 1, 4:204], want)
+    assert (big[:, 0] == 5).all() and (big[:, 1, :4] == 5).all(), "wrote outside its view"
 
 
 def test_a_dispersed_pulse_lines_up_at_its_dm_only() -> None:

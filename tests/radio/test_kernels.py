@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from cudalab.radio.kernels import LiveChannels, resolve_kernel, triton_importable
+from cudalab.radio.dedisperse import LiveChannels
+from cudalab.radio.kernels import resolve_kernel, triton_importable
 from tests.radio.kernel_checks import CHECKS as KERNEL_CHECKS
 from tests.radio.kernel_checks import same_candidates
 

@@ -8,6 +8,7 @@ the reference that faster kernels (tree, sub-band, FDMT, tiled CUDA) are checked
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,12 +16,69 @@ import torch
 from numpy.typing import NDArray
 
 
+@dataclass(frozen=True)
+class LiveChannels:
+    """The channels a dedispersion visits and their scales: a block's weights, worked out once.
+
+    Deriving them from device weights costs a host sync, so the search does it once per block and
+    hands the result to every trial group and sub-band (:meth:`within` cuts a sub-band's share
+    without another).
+
+    Attributes
+    ----------
+    chans
+        ``(nlive,)`` int32 on the device, ascending.
+    scale
+        ``(nlive,)`` float32 on the device: each live channel's weight.
+    has_scale
+        Whether any weight differs from 1 (else the kernel skips the multiply).
+    host, host_scale
+        ``chans`` and ``scale`` on the host (the torch reference loops over them there).
+    """
+
+    chans: torch.Tensor
+    scale: torch.Tensor
+    has_scale: bool
+    host: NDArray[np.int64]
+    host_scale: NDArray[np.float32]
+
+    @classmethod
+    def of(
+        cls, weights: torch.Tensor | NDArray[Any] | None, nchans: int, device: torch.device
+    ) -> LiveChannels:
+        """From ``(nchans,)`` weights (0 = masked), on the host (no sync) or the device; None: all, unit."""
+        if weights is None:
+            w = np.ones(nchans, dtype=np.float32)
+        elif isinstance(weights, torch.Tensor):
+            w = weights.detach().to("cpu", torch.float32).numpy()
+        else:
+            w = np.asarray(weights, dtype=np.float32)
+        if w.shape != (nchans,):
+            raise ValueError(f"weights must be ({nchans},), not {w.shape}")
+        host = np.flatnonzero(w)
+        return cls(
+            chans=torch.from_numpy(host.astype(np.int32)).to(device),
+            scale=torch.from_numpy(w[host]).to(device),
+            has_scale=bool((w[host] != 1).any()),
+            host=host,
+            host_scale=w[host],
+        )
+
+    def within(self, lo: int, hi: int) -> LiveChannels:
+        """The live channels in ``[lo, hi)``, numbered from ``lo`` (a sub-band's), without a sync."""
+        a, b = (int(i) for i in np.searchsorted(self.host, [lo, hi]))
+        return LiveChannels(
+            self.chans[a:b] - lo, self.scale[a:b], self.has_scale, self.host[a:b] - lo, self.host_scale[a:b]
+        )
+
+
 def dedisperse(
     data: torch.Tensor,
     delays: torch.Tensor,
     nout: int,
     *,
-    weights: torch.Tensor | None = None,
+    weights: torch.Tensor | LiveChannels | None = None,
+    out: torch.Tensor | None = None,
     dm_chunk: int = 256,
     time_tile: int | None = None,
 ) -> torch.Tensor:
@@ -35,7 +93,10 @@ def dedisperse(
     nout
         Output samples per trial; requires ``ntime >= nout + delays.max()``.
     weights
-        Shape ``(nchans,)``; channels of weight 0 are skipped (masked), others scale their channel.
+        Shape ``(nchans,)``; channels of weight 0 are skipped (masked), others scale their channel. Or
+        the :class:`LiveChannels` already worked out from them (no host sync here).
+    out
+        ``(ndm, nout)`` float32 to write into; allocated when absent.
     dm_chunk
         Trials per gather, bounding the temporary ``(dm_chunk, time_tile)`` copy.
     time_tile
@@ -47,7 +108,7 @@ def dedisperse(
     Returns
     -------
     torch.Tensor
-        Shape ``(ndm, nout)``, float32, on ``data``'s device.
+        Shape ``(ndm, nout)``, float32, on ``data``'s device (``out`` when given).
     """
     nchans, ntime = data.shape
     ndm = delays.shape[0]
@@ -56,22 +117,26 @@ def dedisperse(
     if ndm and nout + int(delays.max()) > ntime:
         raise ValueError(f"need {nout + int(delays.max())} samples for {nout} outputs, have {ntime}")
     delays = delays.to(device=data.device, dtype=torch.long)
-    out = torch.zeros(ndm, nout, dtype=torch.float32, device=data.device)
+    if out is None:
+        out = torch.zeros(ndm, max(nout, 0), dtype=torch.float32, device=data.device)
+    elif out.shape != (ndm, nout):
+        raise ValueError(f"out must be ({ndm}, {nout}), not {tuple(out.shape)}")
+    else:
+        out.zero_()
     if nout <= 0 or ndm == 0:
         return out
     tile = time_tile or (nout if data.is_cuda else 2048)
-    active = range(nchans) if weights is None else torch.nonzero(weights != 0).flatten().tolist()
-    scale = None if weights is None else weights.to(dtype=torch.float32).cpu().tolist()
+    live = weights if isinstance(weights, LiveChannels) else LiveChannels.of(weights, nchans, data.device)
     for t0 in range(0, nout, tile):
         n = min(tile, nout - t0)
-        for c in active:
+        for c, scale in zip(live.host.tolist(), live.host_scale.tolist(), strict=True):
             # (ntime - t0 - n + 1, n) view: row d is the channel shifted by d samples. Copied only when gathered.
             windows = data[c, t0:].unfold(0, n, 1)
             for lo in range(0, ndm, dm_chunk):
                 hi = min(lo + dm_chunk, ndm)
                 shifted = windows[delays[lo:hi, c]]  # (hi - lo, n)
-                if scale is not None and scale[c] != 1.0:
-                    out[lo:hi, t0 : t0 + n].add_(shifted, alpha=scale[c])
+                if scale != 1.0:
+                    out[lo:hi, t0 : t0 + n].add_(shifted, alpha=scale)
                 else:
                     out[lo:hi, t0 : t0 + n].add_(shifted)
     return out

@@ -30,13 +30,13 @@ the per-trial source row that none of them has.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from numpy.typing import NDArray
+
+from cudalab.radio.dedisperse import LiveChannels
 
 Kernel = Literal["auto", "torch", "triton"]
 KERNELS: tuple[str, ...] = ("auto", "torch", "triton")
@@ -118,58 +118,6 @@ def _compiled() -> tuple[Any, Any]:
 
     configs = [({"BLOCK_DM": bd, "BLOCK_T": bt}, w) for bd, bt, w in _CONFIGS]
     return dedisperse_kernel, _autotuned(dedisperse_kernel, configs, ["dm_class", "size_class", "HAS_SRC"])
-
-
-@dataclass(frozen=True)
-class LiveChannels:
-    """The channels a dedispersion visits and their scales: a block's weights, worked out once.
-
-    Deriving them from device weights costs a host sync, so the search does it once per block and
-    hands the result to every trial group and sub-band (:meth:`within` cuts a sub-band's share
-    without another).
-
-    Attributes
-    ----------
-    chans
-        ``(nlive,)`` int32 on the device, ascending.
-    scale
-        ``(nlive,)`` float32 on the device: each live channel's weight.
-    has_scale
-        Whether any weight differs from 1 (else the kernel skips the multiply).
-    host
-        ``chans`` on the host.
-    """
-
-    chans: torch.Tensor
-    scale: torch.Tensor
-    has_scale: bool
-    host: NDArray[np.int64]
-
-    @classmethod
-    def of(
-        cls, weights: torch.Tensor | NDArray[Any] | None, nchans: int, device: torch.device
-    ) -> LiveChannels:
-        """From ``(nchans,)`` weights (0 = masked), on the host (no sync) or the device; None: all, unit."""
-        if weights is None:
-            w = np.ones(nchans, dtype=np.float32)
-        elif isinstance(weights, torch.Tensor):
-            w = weights.detach().to("cpu", torch.float32).numpy()
-        else:
-            w = np.asarray(weights, dtype=np.float32)
-        if w.shape != (nchans,):
-            raise ValueError(f"weights must be ({nchans},), not {w.shape}")
-        host = np.flatnonzero(w)
-        return cls(
-            chans=torch.from_numpy(host.astype(np.int32)).to(device),
-            scale=torch.from_numpy(w[host]).to(device),
-            has_scale=bool((w[host] != 1).any()),
-            host=host,
-        )
-
-    def within(self, lo: int, hi: int) -> LiveChannels:
-        """The live channels in ``[lo, hi)``, numbered from ``lo`` (a sub-band's), without a sync."""
-        a, b = (int(i) for i in np.searchsorted(self.host, [lo, hi]))
-        return LiveChannels(self.chans[a:b] - lo, self.scale[a:b], self.has_scale, self.host[a:b] - lo)
 
 
 def dedisperse_triton(

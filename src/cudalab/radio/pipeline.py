@@ -26,9 +26,9 @@ from cudalab.env.device import resolve_device
 from cudalab.errors import CudalabError
 from cudalab.radio.candidates import Candidate, write_candidates
 from cudalab.radio.constants import DM_CONSTANT
-from cudalab.radio.dedisperse import dedisperse, scrunch_time
+from cudalab.radio.dedisperse import LiveChannels, dedisperse, scrunch_time
 from cudalab.radio.header import Header
-from cudalab.radio.kernels import KERNELS, Kernel, LiveChannels, dedisperse_triton, resolve_kernel
+from cudalab.radio.kernels import KERNELS, Kernel, dedisperse_triton, resolve_kernel
 from cudalab.radio.observation import open_observation
 from cudalab.radio.plan import DedispersionPlan, make_plan
 from cudalab.radio.refine import refine_dm, sweep_dm
@@ -364,6 +364,7 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
         torch.cuda.reset_peak_memory_stats(device)
         peak_base = torch.cuda.memory_allocated(device)
     clock = _StageClock(device)
+    direct = dedisperse_triton if kernel == "triton" else dedisperse
     parts: list[Giants] = []
     mask_union = np.zeros(h.nchans, dtype=bool)
     masked_sum = 0.0
@@ -380,11 +381,9 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
             with clock("clean"):
                 x, mask = clean_block(block.data, cfg.rfi, inplace=True)  # the block is ours
                 mask_np = mask.cpu().numpy()
-                # the torch reference takes weights; the kernel, the live channels worked out once
-                # here from the host mask (no further sync) for every group and sub-band
-                weights: torch.Tensor | LiveChannels = (
-                    LiveChannels.of(~mask_np, h.nchans, device) if kernel == "triton" else (~mask).float()
-                )
+                # the live channels, worked out once here from the host mask (no further sync), serve
+                # every group and sub-band on either kernel
+                live = LiveChannels.of(~mask_np, h.nchans, device)
             mask_union |= mask_np
             masked_sum += float(mask_np.mean())
             nblocks += 1
@@ -397,12 +396,10 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
                     xs = scrunch_time(x, factor)
                     if isinstance(delays, SubbandPlan):
                         series = dedisperse_subband(
-                            xs, delays, nout, weights=weights, kernel=kernel, budget_bytes=SUBBAND_BYTES
+                            xs, delays, nout, weights=live, kernel=kernel, budget_bytes=SUBBAND_BYTES
                         )
-                    elif isinstance(weights, LiveChannels):
-                        series = dedisperse_triton(xs, delays, nout, weights=weights)
                     else:
-                        series = dedisperse(xs, delays, nout, weights=weights)
+                        series = direct(xs, delays, nout, weights=live)
                 with clock("search"):
                     # a chunk of trials at a time: the baseline and boxcar temporaries (about eight
                     # copies of what they search on the torch path, two on the fused kernel's) stay

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from cudalab.radio.dedisperse import dedisperse
-from cudalab.radio.kernels import LiveChannels, dedisperse_triton
+from cudalab.radio.dedisperse import LiveChannels, dedisperse
+from cudalab.radio.kernels import dedisperse_triton
 
 
 @dataclass(frozen=True)
@@ -154,8 +154,8 @@ def dedisperse_subband(
     The sub-band series of as many nominal trials as fit in ``budget_bytes`` are made at a time, so
     the intermediate stays bounded whatever the number of trials. Needs ``ntime >= nout +
     plan.max_delay``. ``kernel`` runs both stages on the torch reference or the Triton kernel (see
-    :func:`cudalab.radio.kernels.resolve_kernel`); the Triton kernel also takes the block's
-    :class:`~cudalab.radio.kernels.LiveChannels` as ``weights``. Returns ``(ndm, nout)`` float32.
+    :func:`cudalab.radio.kernels.resolve_kernel`); ``weights`` are per channel, or the block's
+    :class:`~cudalab.radio.dedisperse.LiveChannels`. Returns ``(ndm, nout)`` float32.
     """
     nchans, ntime = data.shape
     ndm = len(plan.assign)
@@ -169,12 +169,8 @@ def dedisperse_subband(
         raise ValueError(f"need {need} samples for {nout} outputs, have {ntime}")
     n1 = nout + int(plan.outer.max())  # stage 2 reads S up to t + A[i, b]
     chunk = max(1, budget_bytes // max(plan.nsub * n1 * 4, 1))
-    live: LiveChannels | None = None
-    if kernel == "triton":
-        live = weights if isinstance(weights, LiveChannels) else LiveChannels.of(weights, nchans, data.device)
-    elif isinstance(weights, LiveChannels):
-        raise TypeError("the torch reference takes weights as a tensor")
-    tensor_weights = None if isinstance(weights, LiveChannels) else weights
+    live = weights if isinstance(weights, LiveChannels) else LiveChannels.of(weights, nchans, data.device)
+    stage1_fn = dedisperse_triton if kernel == "triton" else dedisperse
     inner = torch.from_numpy(plan.inner).to(data.device)
     outer = torch.from_numpy(plan.outer).to(data.device)
     firsts = np.searchsorted(plan.assign, np.arange(len(plan.nominal) + 1))  # assign is sorted
@@ -192,17 +188,11 @@ def dedisperse_subband(
             short = n_b + int(plan.inner[j0:j1, lo:hi].max()) - ntime
             if short > 0:
                 x = torch.nn.functional.pad(x, (0, short))
-            if live is not None:
-                dedisperse_triton(
-                    x, inner[j0:j1, lo:hi], n_b, weights=live.within(lo, hi), out=stage1[:, b, :n_b]
-                )
-            else:
-                w = None if tensor_weights is None else tensor_weights[lo:hi]
-                stage1[:, b, :n_b] = dedisperse(x, inner[j0:j1, lo:hi], n_b, weights=w)
+            stage1_fn(x, inner[j0:j1, lo:hi], n_b, weights=live.within(lo, hi), out=stage1[:, b, :n_b])
         if r1 == r0:
             continue
         local = torch.from_numpy(plan.assign[r0:r1] - j0).to(data.device)
-        if live is not None:
+        if kernel == "triton":
             # stage 2 is a dedispersion of the sub-band series with a source row per trial
             dedisperse_triton(stage1, outer[r0:r1], nout, sources=local, out=out[r0:r1])
             continue
