@@ -28,9 +28,9 @@ import torch
 from numpy.typing import NDArray
 
 from cudalab.radio.constants import dispersion_delay_s
-from cudalab.radio.dedisperse import dedisperse
+from cudalab.radio.dedisperse import LiveChannels, dedisperse
 from cudalab.radio.observation import Observation
-from cudalab.radio.rfi import RfiConfig, clean_block
+from cudalab.radio.rfi import MAD_TO_STD, RfiConfig, clean_block
 from cudalab.radio.search import normalise
 
 #: Trials across the interval between the neighbouring grid DMs.
@@ -153,29 +153,33 @@ def sweep_dm(
     reach = int(np.ceil(slack_dm * gain.max())) + 2 * width + 4  # the largest lag the slack allows
     pre = reach + 8 * max(width, 1) + 64
     nout = 2 * pre
+    # One window, read and cleaned once, holds every pass: its delays reach DM + 2 x slack, and a pass
+    # whose DM would leave it ends the refinement there.
+    dm_top = dm + 2 * slack_dm
+    data = obs.read_padded(sample - pre, nout + int(np.ceil(gain.max() * dm_top)) + 1)
+    x, mask = clean_block(torch.from_numpy(data).to(device), rfi)
+    live = LiveChannels.of(~mask.cpu().numpy(), h.nchans, device)
     fit: SweepFit | None = None
     for _ in range(iterations):
+        if not 0 <= dm <= dm_top:
+            return fit
         exact = gain * dm
         delays = np.rint(exact).astype(np.int64)
-        data = obs.read_padded(sample - pre, nout + int(delays.max()) + 1)
-        x, mask = clean_block(torch.from_numpy(data).to(device), rfi)
-        live = ~mask.cpu().numpy()
         rows, g, offset = [], [], []
         for lo, hi in pairwise(bounds):
-            use = live[lo:hi]
-            if not use.any():
+            band = live.within(lo, hi)
+            if not len(band.host):
                 continue
             d = torch.from_numpy(delays[None, lo:hi]).to(device)
-            rows.append(
-                dedisperse(x[lo:hi], d, nout, weights=torch.from_numpy(use.astype(np.float32)).to(device))[0]
-            )
+            rows.append(dedisperse(x[lo:hi], d, nout, weights=band)[0])
+            use = band.host
             g.append(gain[lo:hi][use].mean())
             offset.append((exact[lo:hi] - delays[lo:hi])[use].mean())  # rounding the delays moves the pulse
         if len(rows) < 3:
             return fit
         q = _gaussian_smooth(torch.stack(rows).double().cpu().numpy(), width)
         q -= np.median(q, axis=1, keepdims=True)
-        noise = np.median(np.abs(q), axis=1) * 1.4826
+        noise = np.median(np.abs(q), axis=1) * MAD_TO_STD
         lags, band_snr, gk = [], [], []
         for k in range(len(rows)):
             r = int(np.ceil(slack_dm * g[k])) + 2 * width + 4
