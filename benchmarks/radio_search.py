@@ -113,14 +113,15 @@ def run_case(case: Case, workdir: Path, device: str, seed: int) -> list[dict[str
         "direct": base,
         "subband": replace(base, subbands=case.subbands),
     }
-    if (device if device != "auto" else _auto()).startswith("cuda"):
+    resolved = device if device != "auto" else _auto()
+    if resolved.startswith("cuda"):
         methods["direct-triton"] = replace(base, kernel="triton")
         methods["subband-triton"] = replace(base, subbands=case.subbands, kernel="triton")
     warm = workdir / f"{case.name}-warmup.fil"
     simulate(replace(case.sim, duration_s=min(case.sim.duration_s, 15.0), bursts=(), seed=seed + 1), warm)
     for cfg in methods.values():
         search_file(warm, cfg)
-    floor_rate, floor_source = fp32_adds_per_second(device if device != "auto" else _auto())
+    floor_rate, floor_source = fp32_adds_per_second(resolved)
     records: list[dict[str, object]] = []
     naive_factor = None
     naive_adds = adds_per_second(case, "naive")
