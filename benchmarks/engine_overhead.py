@@ -25,10 +25,11 @@ from rich.console import Console
 from cudalab.env.device import resolve_device
 from cudalab.graph.data import load_planetoid
 from cudalab.graph.task import NodeClassification, preset
+from cudalab.runs.rundir import RunDir, read_metrics
 from cudalab.train.distributed import DistInfo
-from cudalab.train.loop import build_optimizer, fit
+from cudalab.train.optim import build_optimizer
 from cudalab.train.precision import resolve_precision
-from cudalab.train.run import RunDir, read_metrics
+from cudalab.train.trainer import train_run
 
 
 def sync(device: torch.device) -> None:
@@ -62,8 +63,9 @@ def bare(task: NodeClassification, cfg, steps: int, warmup: int) -> float:  # ty
     return (time.perf_counter() - t0) / (steps - warmup)
 
 
-def engine(task: NodeClassification, cfg, steps: int, warmup: int, runs: Path) -> float:  # type: ignore[no-untyped-def]
-    """Seconds per step of the engine, from its own log between step ``warmup`` and the last."""
+def engine(task: NodeClassification, cfg, steps: int, warmup: int, run: RunDir) -> float:  # type: ignore[no-untyped-def]
+    """Seconds per step of the engine, from its own log between step ``warmup`` and the last (a fresh
+    run directory each time: an existing one would be resumed)."""
     t = replace(
         cfg.train,
         max_epochs=steps,
@@ -75,12 +77,8 @@ def engine(task: NodeClassification, cfg, steps: int, warmup: int, runs: Path) -
         patience=0,
         progress=False,
     )
-    fit(task, t, RunDir(runs / "bench" / "engine"), environment={}, console=Console(quiet=True))
-    times = {
-        r["step"]: r["time_s"]
-        for r in read_metrics(runs / "bench" / "engine" / "metrics.jsonl")
-        if "time_s" in r
-    }
+    train_run(task, t, run, kind="bench", environment={}, console=Console(quiet=True))
+    times = {r["step"]: r["time_s"] for r in read_metrics(run.metrics_path) if "time_s" in r}
     last = max(times)
     return (times[last] - times[warmup]) / (last - warmup)
 
@@ -100,9 +98,10 @@ def main() -> None:
     warmup = max(1, args.steps // 6)
     bare_s, engine_s = [], []
     with tempfile.TemporaryDirectory() as d:
-        for _ in range(args.repeats):  # interleaved, best of each: the machine's noise hits both alike
+        for i in range(args.repeats):  # interleaved, best of each: the machine's noise hits both alike
             bare_s.append(bare(NodeClassification(cfg, data), cfg, args.steps, warmup))
-            engine_s.append(engine(NodeClassification(cfg, data), cfg, args.steps, warmup, Path(d)))
+            run = RunDir(Path(d) / "bench" / f"engine-{i}")
+            engine_s.append(engine(NodeClassification(cfg, data), cfg, args.steps, warmup, run))
     device, why = resolve_device(args.device)
     row = {
         "config": f"{args.model}/{args.dataset} full-batch",

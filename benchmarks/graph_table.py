@@ -48,10 +48,10 @@ def main() -> None:
             cfg = preset(model, dataset)  # type: ignore[arg-type]
             cfg = replace(
                 cfg,
-                seeds=args.seeds,
                 data=replace(cfg.data, root=str(args.data_root)),
                 train=replace(
                     cfg.train,
+                    seeds=args.seeds,
                     progress=False,
                     device=args.device,
                     max_epochs=args.epochs or cfg.train.max_epochs,

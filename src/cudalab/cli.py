@@ -216,13 +216,14 @@ def _add_workloads() -> None:
 
     app.add_typer(radio_app, name="radio")
 
-    train_app = command_group("train", "Train a workload with the experiment engine.")
     from cudalab.graph.cli import graph
+    from cudalab.train.cli import add_workload
+    from cudalab.train.cli import app as train_app
 
-    train_app.command("graph")(graph)
+    add_workload("graph", graph)
     app.add_typer(train_app, name="train")
 
-    from cudalab.train.cli import app as runs_app
+    from cudalab.runs.cli import app as runs_app
 
     app.add_typer(runs_app, name="runs")
 

@@ -21,9 +21,9 @@ from cudalab.cli import main
 from cudalab.graph.data import load_planetoid
 from cudalab.graph.sampler import NeighborSampler
 from cudalab.graph.task import GraphConfig, preset, train_graph
+from cudalab.runs.config import update
+from cudalab.runs.rundir import RunDir, read_metrics
 from cudalab.train.checkpoint import CheckpointDir
-from cudalab.train.config import update
-from cudalab.train.run import RunDir, read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,6 +48,32 @@ def test_gcn_on_cora_reaches_78_percent_in_100_epochs(planetoid: Path, tmp_path:
     seed = summary["seeds"][0]
     assert seed["val_acc"] >= 0.75 and seed["epochs"] == 100
     assert (run.path / "seed-0" / "checkpoints" / "best.pt").is_file()
+
+
+def test_a_fixed_seed_gcn_run_logs_the_numbers_recorded_before_the_run_layer(
+    planetoid: Path, tmp_path: Path
+) -> None:
+    """The run layer's refactor (issue 13) changed no number: 20 deterministic GCN epochs log the
+    records that the engine before it logged with the same command (tests/golden/, recorded then).
+    Floats agree to 1e-6 relative, so a CPU with other vector units may round differently."""
+    args = ["train", "graph", "--data-root", str(planetoid), "--runs", str(tmp_path), "--run-id", "g"]
+    assert (
+        main(
+            [*args, "--epochs", "20", "--deterministic", "--no-progress", "--set", "train.tensorboard=false"]
+        )
+        == 0
+    )
+    got = [
+        {k: v for k, v in r.items() if k != "time_s"}
+        for r in read_metrics(tmp_path / "graph" / "g" / "seed-0" / "metrics.jsonl")
+    ]
+    want = [
+        json.loads(line)
+        for line in (REPO / "tests" / "golden" / "gcn_cora_20epochs_metrics.jsonl").read_text().splitlines()
+    ]
+    assert [sorted(r) for r in got] == [sorted(r) for r in want]
+    for g, w in zip(got, want, strict=True):
+        assert g == {k: pytest.approx(v, rel=1e-6) if isinstance(v, float) else v for k, v in w.items()}
 
 
 def test_appnp_drops_edges_afresh_at_every_step() -> None:
@@ -223,6 +249,12 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise_identical(planetoid: P
     evals = [r["step"] for r in read_metrics(child.metrics_path) if "eval/val_acc" in r]
     assert evals == list(range(1, 31))  # every epoch's evaluation exactly once across the kills
     assert len((child.manifest() or {})["resumptions"]) >= 2
+
+    def records(run: str) -> list[dict[str, object]]:
+        path = tmp_path / "graph" / run / "seed-0" / "metrics.jsonl"
+        return [{k: v for k, v in r.items() if k != "time_s"} for r in read_metrics(path)]
+
+    assert records("killed") == records("ref")  # the whole log, logged losses included
 
 
 # -- the CLI and runs --------------------------------------------------------------------------------

@@ -9,16 +9,16 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
+from cudalab.runs.rundir import RunDir
 from cudalab.train import distributed as dist
-from cudalab.train.loop import fit
-from cudalab.train.run import RunDir
+from cudalab.train.trainer import train_run
 from tests.train.test_engine import BASE
 from tests.train.toy import Regression
 
 runs, out = Path(sys.argv[1]), Path(sys.argv[2])
 info = dist.init("cpu")
 cfg = replace(BASE, deterministic=False)
-result = fit(
+result = train_run(
     Regression(dropout=0.0),
     cfg,
     RunDir(runs / "toy" / "ddp"),

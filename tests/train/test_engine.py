@@ -13,20 +13,14 @@ import pytest
 import torch
 from rich.console import Console
 
+from cudalab.runs.config import from_dict, load_toml, parse_overrides, save_toml, to_dict, update
+from cudalab.runs.rundir import RunDir, read_metrics
 from cudalab.train.checkpoint import CheckpointDir, load, step_name
-from cudalab.train.config import (
-    TrainConfig,
-    from_dict,
-    load_toml,
-    parse_overrides,
-    save_toml,
-    to_dict,
-    update,
-)
+from cudalab.train.config import TrainConfig
 from cudalab.train.data import EpochSampler
-from cudalab.train.loop import fit, lr_lambda
+from cudalab.train.optim import lr_lambda
 from cudalab.train.precision import resolve_precision
-from cudalab.train.run import RunDir, read_metrics
+from cudalab.train.trainer import train_run
 from tests.train.toy import Regression
 
 QUIET = Console(quiet=True)
@@ -49,7 +43,7 @@ def train(
     name: str = "run",
     resume: str = "auto",
 ) -> dict[str, torch.Tensor]:
-    result = fit(
+    result = train_run(
         task or Regression(),
         cfg,
         RunDir(tmp / "toy" / name),
@@ -273,7 +267,7 @@ def test_two_gloo_processes_under_torchrun_equal_one_process(tmp_path: Path) -> 
 
 
 def test_a_tie_in_the_early_stop_metric_goes_to_the_tiebreak() -> None:
-    from cudalab.train.loop import _better
+    from cudalab.train.trainer import better as _better
 
     cfg = replace(BASE, early_stop_metric="acc", tiebreak_metric="loss", tiebreak_mode="min")
     best = {"acc": 0.8, "loss": 0.5}
@@ -326,3 +320,109 @@ def test_seed_worker_makes_dataloader_workers_reproducible() -> None:
     a, b = draws(1), draws(1)
     assert a == b and len(set(a)) == 8
     assert draws(2) != a
+
+
+# -- the run's identity, and resume that cannot lie ------------------------------------------------------
+
+
+def test_a_named_run_is_refused_to_another_config_but_not_to_a_cosmetic_change(tmp_path: Path) -> None:
+    from cudalab.runs.rundir import choose_run
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path, task=Regression(crash_at_step=5), name="x")
+    run = RunDir(tmp_path / "toy" / "x")
+    # the same run id with another learning rate: refused, naming the difference
+    with pytest.raises(ValueError, match=r"another config \(lr: 0\.01 -> 0\.05\)"):
+        choose_run(tmp_path, "toy", replace(BASE, lr=0.05), "x", "auto")
+    with pytest.raises(ValueError, match="another config"):
+        train(tmp_path, replace(BASE, lr=0.05), name="x")  # the trainer checks too, for Python callers
+    # display settings are not the run's identity: a resume may change them
+    assert choose_run(tmp_path, "toy", replace(BASE, progress=True, log_every=3), "x", "auto") == run
+    config_before = (run.path / "config.toml").read_text()
+    reference = train(tmp_path, name="ref")
+    assert_bitwise_equal(reference, train(tmp_path, replace(BASE, keep_last=5), name="x"))
+    assert (run.path / "config.toml").read_text() == config_before  # never rewritten by a resume
+    for bad in ("../y", "/abs", "a/b", "", ".hidden", "x" * 200):
+        with pytest.raises(ValueError, match="a run id is a name"):
+            choose_run(tmp_path, "toy", BASE, bad, "auto")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="exists and is not a folder"):
+        choose_run(tmp_path / "file", "toy", BASE, None, "auto")
+
+
+def test_a_restart_without_a_usable_checkpoint_logs_every_step_once(tmp_path: Path) -> None:
+    """Killed before its first checkpoint (or with only torn ones): the log restarts from step 0."""
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path, replace(BASE, checkpoint_every=100), task=Regression(crash_at_step=7), name="x")
+    run = RunDir(tmp_path / "toy" / "x")
+    assert read_metrics(run.metrics_path) and not CheckpointDir(run.checkpoints).steps()
+    train(tmp_path, replace(BASE, checkpoint_every=100), name="x")
+    reference = train(tmp_path, replace(BASE, checkpoint_every=100), name="ref")
+    del reference
+
+    def records(name: str) -> list[dict[str, object]]:
+        return [
+            {k: v for k, v in r.items() if k != "time_s"}
+            for r in read_metrics(tmp_path / "toy" / name / "metrics.jsonl")
+        ]
+
+    assert records("x") == records("ref")
+
+
+def test_the_logged_loss_after_a_resume_equals_the_uninterrupted_runs(tmp_path: Path) -> None:
+    """Checkpoints every 3 steps, log lines every 2: the first line after a resume averages micro-
+    batches from both sides of the crash."""
+    cfg = replace(BASE, checkpoint_every=3, log_every=2)
+    train(tmp_path, cfg, name="ref")
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path, cfg, task=Regression(crash_at_step=11), name="x")
+    train(tmp_path, cfg, name="x")
+
+    def losses(name: str) -> list[tuple[object, object]]:
+        return [
+            (r["step"], r["train/loss"])
+            for r in read_metrics(tmp_path / "toy" / name / "metrics.jsonl")
+            if "train/loss" in r
+        ]
+
+    assert losses("x") == losses("ref")
+
+
+def test_a_failed_run_says_so_and_stays_resumable(tmp_path: Path) -> None:
+    class Broken(Regression):
+        def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
+            raise RuntimeError("evaluation exploded")
+
+    with pytest.raises(RuntimeError, match="exploded"):
+        train(tmp_path, task=Broken(), name="x")
+    run = RunDir(tmp_path / "toy" / "x")
+    m = run.manifest()
+    assert m is not None and m["status"] == "failed" and "evaluation exploded" in m["error"]
+    assert run.status() == "failed"
+    train(tmp_path, name="x")  # fixed: the same command continues it
+    assert run.status() == "finished" and (run.manifest() or {})["error"] is None
+
+
+def test_configs_refuse_non_finite_numbers_folders_and_unknown_keys(tmp_path: Path) -> None:
+    from cudalab.runs.config import resolve
+
+    for value in ("inf", "nan", "-inf", "1e999"):
+        with pytest.raises(ValueError, match="lr must be a finite number"):
+            resolve(BASE, overrides=[f"lr={value}"])
+    with pytest.raises(ValueError, match="finite"):
+        TrainConfig(lr=float("nan"))
+    (tmp_path / "c.toml").write_text("lr = nan\n")
+    with pytest.raises(ValueError, match=r"c\.toml: lr must be a finite number"):
+        resolve(BASE, config_file=tmp_path / "c.toml")
+    with pytest.raises(ValueError, match="is a folder, not a config file"):
+        resolve(BASE, config_file=tmp_path)
+    with pytest.raises(ValueError, match="must be a single value"):
+        resolve(BASE, config_file=_toml(tmp_path, "lr = [1, 2]\n"))
+    with pytest.raises(ValueError, match="conflicts with another override"):
+        resolve(BASE, overrides=["lr.x=1", "lr=2"])
+
+
+def _toml(tmp: Path, text: str) -> Path:
+    p = tmp / "x.toml"
+    p.write_text(text)
+    return p

@@ -7,6 +7,7 @@ does not import torch.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import TYPE_CHECKING, Literal
 
 from cudalab.errors import CudalabError, ExitCode
@@ -16,6 +17,14 @@ if TYPE_CHECKING:
 
 Device = Literal["auto", "cpu", "cuda"]
 DEVICES: tuple[Device, ...] = ("auto", "cpu", "cuda")
+
+
+class DeviceChoice(StrEnum):
+    """:data:`Device` as a command-line choice (typer takes an Enum)."""
+
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
 
 
 def resolve_device(requested: str, local_rank: int = 0) -> tuple[torch.device, str]:

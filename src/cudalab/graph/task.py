@@ -1,4 +1,4 @@
-"""Node classification as an engine task: config, published presets, and the multi-seed driver.
+"""Node classification as an engine task: config, published presets, the task, and its experiment.
 
 The presets follow each paper's Planetoid setup (public split, row-normalised features) and
 report test accuracy at the evaluation with the best validation accuracy (ties: lowest validation loss):
@@ -15,10 +15,9 @@ sage     Hamilton et al. 2017: mean aggregator, 64 hidden, mini-batches of 32 se
 
 from __future__ import annotations
 
-import math
-import statistics
+import functools
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,12 +29,13 @@ from torch import nn
 from cudalab.graph.data import Dataset, load_planetoid, row_normalize
 from cudalab.graph.models import APPNP, GAT, GCN, SAGE
 from cudalab.graph.sampler import NeighborSampler, Subgraph
-from cudalab.train.config import TrainConfig, check_literals
+from cudalab.runs.config import check_literals
+from cudalab.runs.rundir import Resume, RunDir
+from cudalab.train.config import TrainConfig
 from cudalab.train.data import EpochSampler
 from cudalab.train.distributed import DistInfo
-from cudalab.train.loop import Resume, fit
+from cudalab.train.experiment import Experiment, run_experiment
 from cudalab.train.rng import epoch_seed, generator
-from cudalab.train.run import RunDir, new_run_id, now
 
 TASK = "graph"
 Model = Literal["gcn", "gat", "sage", "appnp"]
@@ -96,17 +96,12 @@ class ModelConfig:
 
 @dataclass(kw_only=True, slots=True, frozen=True)
 class GraphConfig:
-    """``cudalab train graph``: one model on one dataset, over ``seeds`` seeds."""
+    """``cudalab train graph``: one model on one dataset (over ``train.seeds`` seeds: test accuracy at
+    the best validation accuracy, mean +- std)."""
 
-    seeds: int = 1
-    """Train seeds train.seed, train.seed+1, ...; report test accuracy at best validation as mean +- std."""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-
-    def __post_init__(self) -> None:
-        if self.seeds < 1:
-            raise ValueError(f"seeds must be >= 1, got {self.seeds}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -269,36 +264,43 @@ class NodeClassification:
 
 
 # --------------------------------------------------------------------------------------------------
-# the driver: N seeds, one parent run
+# the experiment the engine drives
 # --------------------------------------------------------------------------------------------------
 
 
-def aggregate(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean and sample standard deviation (n-1) of the per-seed results."""
-    out: dict[str, Any] = {"n_seeds": len(per_seed)}
-    for key in ("test_acc", "val_acc", "epoch_time_ms"):
-        values = [r[key] for r in per_seed if r.get(key) is not None]
-        if values:
-            out[f"{key}_mean"] = statistics.fmean(values)
-            out[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-    out["seeds"] = per_seed
-    return out
+@functools.lru_cache(maxsize=4)
+def _dataset(root: str, name: Dataset) -> Any:
+    """Planetoid read once per process (a multi-seed run builds one task per seed; the data are shared
+    read-only)."""
+    return load_planetoid(root, name)
 
 
-def seed_result(seed: int, summary: dict[str, Any]) -> dict[str, Any]:
-    """One seed's line of the table: test accuracy at the best validation accuracy."""
-    best = (summary.get("best") or {}).get("metrics") or summary.get("final") or {}
-    epochs = max(1, int(summary.get("epochs", 0)))
+def _headline(cfg: GraphConfig, summary: dict[str, Any]) -> dict[str, Any]:
+    mean, std = summary.get("test_acc_mean"), summary.get("test_acc_std")
     return {
-        "seed": seed,
-        "test_acc": best.get("test_acc"),
-        "val_acc": best.get("val_acc"),
-        "best_step": (summary.get("best") or {}).get("step"),
-        "epochs": summary.get("epochs"),
-        "stopped_early": summary.get("stopped_early"),
-        # wall time per epoch, evaluation and checkpoints included
-        "epoch_time_ms": 1000.0 * float(summary.get("train_time_s", 0.0)) / epochs,
+        "dataset": cfg.data.dataset,
+        "model": cfg.model.name,
+        "sampled": cfg.data.sampled,
+        "headline": {
+            "metric": "test_acc",
+            "value": None if mean is None else round(100 * mean, 2),
+            "std": None if std is None else round(100 * std, 2),
+            "unit": "%",
+        },
     }
+
+
+def experiment() -> Experiment[GraphConfig]:
+    """Node classification for the engine's driver: ``runs/graph/<id>/seed-<n>/``."""
+    return Experiment(
+        kind=TASK,
+        make_task=lambda cfg: NodeClassification(cfg, _dataset(cfg.data.root, cfg.data.dataset)),
+        subject=lambda cfg: (
+            f"{cfg.model.name} on {cfg.data.dataset}" + (" (sampled)" if cfg.data.sampled else "")
+        ),
+        summarise=_headline,
+        columns=("test_acc", "val_acc"),
+    )
 
 
 def train_graph(
@@ -310,107 +312,8 @@ def train_graph(
     console: Console | None = None,
     info: DistInfo | None = None,
 ) -> tuple[RunDir, dict[str, Any]]:
-    """Train ``cfg.seeds`` seeds into one run directory; return it and its summary.
-
-    Each seed is a child run ``seed-<n>/`` with its own checkpoints and metrics; a finished seed is
-    skipped on resume and an unfinished one continues from its newest checkpoint.
-    """
-    from cudalab.train import distributed as dist
-
-    con = console or Console(stderr=True)
-    data = load_planetoid(cfg.data.root, cfg.data.dataset)
-    owns_group = info is None
-    info = info or dist.init(cfg.train.device)
-    try:
-        return _train_seeds(cfg, data, runs_root, run_id, resume, con, info)
-    finally:
-        if owns_group:
-            dist.shutdown()
-
-
-def _train_seeds(
-    cfg: GraphConfig,
-    data: Any,
-    runs_root: Path,
-    run_id: str | None,
-    resume: Resume,
-    con: Console,
-    info: DistInfo,
-) -> tuple[RunDir, dict[str, Any]]:
-    from cudalab.env.device import resolve_device
-    from cudalab.env.fingerprint import fingerprint
-
-    resolve_device(cfg.train.device, info.local_rank)  # fails before any run directory exists
-    run = _parent_run(cfg, runs_root, run_id, resume, info)
-    environment = fingerprint() if info.is_main else {}
-    if info.is_main:
-        run.start(cfg, seed=cfg.train.seed, environment=environment, extra={"seeds": cfg.seeds})
-    results = []
-    for i in range(cfg.seeds):
-        seed = cfg.train.seed + i
-        child = RunDir(run.path / f"seed-{seed}")
-        if child.finished:
-            summary = child.summary() or {}
-        else:
-            if info.is_main:
-                con.print(f"[bold]seed[/]       {seed} ({i + 1} of {cfg.seeds})")
-            seed_cfg = replace(cfg, seeds=1, train=replace(cfg.train, seed=seed))
-            result = fit(
-                NodeClassification(seed_cfg, data),
-                seed_cfg.train,
-                child,
-                resume=resume,
-                environment=environment,
-                run_config=seed_cfg,
-                console=con,
-                info=info,
-            )
-            summary = result.summary
-            if info.is_main and i == 0:  # the parent states where its seeds ran
-                run.update_manifest(
-                    world_size=info.world_size,
-                    device=(child.manifest() or {}).get("device"),
-                    precision={"name": result.precision.name, "reason": result.precision.reason},
-                )
-        results.append(seed_result(seed, summary))
-        if info.is_main:
-            r = results[-1]
-            con.print(
-                f"  seed {seed}: test_acc {_pct(r['test_acc'])} at best val_acc {_pct(r['val_acc'])} "
-                f"(epoch time {r['epoch_time_ms']:.1f} ms)"
-            )
-    summary = {
-        "task": TASK,
-        "dataset": cfg.data.dataset,
-        "model": cfg.model.name,
-        "sampled": cfg.data.sampled,
-        **aggregate(results),
-        "finished_at": now(),
-    }
-    if info.is_main:
-        run.finish(summary)
-    return run, summary
-
-
-def _pct(v: float | None) -> str:
-    return "n/a" if v is None or math.isnan(v) else f"{100 * v:.2f} %"
-
-
-def _parent_run(cfg: GraphConfig, root: Path, run_id: str | None, resume: Resume, info: DistInfo) -> RunDir:
-    from cudalab.train import distributed as dist
-    from cudalab.train.run import find_resumable
-
-    path: Path | None = None
-    if info.is_main:  # rank 0 picks the directory; the others take its choice
-        if run_id is not None:
-            path = root / TASK / run_id
-            if resume == "never" and path.exists():
-                raise ValueError(f"{path}: run exists; use --resume auto to continue it")
-        elif resume == "auto":
-            found = find_resumable(root, TASK, cfg)
-            path = found.path if found is not None else None
-        if path is None:
-            path = root / TASK / new_run_id(cfg)
-    chosen = dist.broadcast(path, info)
-    assert chosen is not None
-    return RunDir(chosen)
+    """Train ``cfg.train.seeds`` seeds into one run directory; return it and its summary."""
+    result = run_experiment(
+        experiment(), cfg, runs_root=runs_root, run_id=run_id, resume=resume, console=console, info=info
+    )
+    return result.run, result.summary

@@ -1,267 +1,255 @@
-"""``cudalab runs list | show RUN | diff RUN_A RUN_B``: what ran, where, and what differs.
+"""``cudalab train <workload>``: the engine options every workload shares, and ``train custom``.
 
-Reads run directories only (no torch import), so it is instant and works on a laptop holding
-runs copied from a cluster.
+:func:`engine_command` gives a workload's command the one shared set of engine options
+(``--config --set --print-config --device --precision --deterministic --compile --seeds --epochs
+--progress --runs --run-id --resume``), gathered into an :class:`EngineArgs`;
+:func:`run_engine_command` resolves the config through them, prints it, runs the
+:class:`~cudalab.train.experiment.Experiment` and prints the per-seed table. A workload's command
+adds only its own options (a model, a dataset). Torch is imported when a command runs, never when the
+CLI starts.
 """
 
 from __future__ import annotations
 
-import json
-import sys
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from cudalab._console import command_group, stdout_console
+from cudalab.env.device import DeviceChoice
 from cudalab.errors import CudalabError, ExitCode
-from cudalab.train.config import flatten, load_toml
-from cudalab.train.run import CONFIG, RunDir, list_runs, resolve_run
+from cudalab.runs.cli import ConfigOption, PrintConfigOption, RootOption, SetOption, print_config_toml
+from cudalab.runs.config import describe, resolve
+from cudalab.runs.rundir import ResumeChoice
+from cudalab.train.config import PrecisionChoice
 
-app = command_group("runs", "List, show and compare run directories.")
+if TYPE_CHECKING:
+    from cudalab.train.experiment import Experiment
 
-RootOption = Annotated[Path, typer.Option("--runs", help="Root of the run directories.")]
-
-#: Environment facts a diff reports, as (label, path into manifest["environment"]).
-ENV_FIELDS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("cudalab", ("cudalab",)),
-    ("python", ("python", "version")),
-    ("torch", ("torch", "version")),
-    ("torch CUDA", ("torch", "cuda")),
-    ("cuDNN", ("torch", "cudnn")),
-    ("NCCL", ("torch", "nccl")),
-    ("driver", ("driver", "version")),
-    ("kernel", ("platform", "kernel")),
-    ("host", ("platform", "hostname")),
-    ("container image", ("container", "image")),
-    ("image digest", ("container", "image_digest")),
-    ("git commit", ("git", "commit")),
-    ("git dirty", ("git", "dirty")),
-    ("packages sha256", ("packages_sha256",)),
-)
+app = command_group("train", "Train a workload, or your own model, with the experiment engine.")
 
 
-def _get(d: Any, path: tuple[str, ...]) -> Any:
-    for key in path:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(key)
-    return d
+@dataclass(frozen=True, slots=True)
+class EngineArgs:
+    """The shared engine options of a ``cudalab train`` command, as given (None: not given)."""
 
+    config: Path | None = None
+    overrides: tuple[str, ...] = ()
+    print_config: bool = False
+    device: str | None = None
+    precision: str | None = None
+    deterministic: bool = False
+    compile: bool = False
+    seeds: int | None = None
+    epochs: int | None = None
+    progress: bool | None = None
+    runs: Path = Path("runs")
+    run_id: str | None = None
+    resume: str = "auto"
 
-def _resolve(root: Path, ref: str) -> RunDir:
-    try:
-        return resolve_run(root, ref)
-    except ValueError as exc:
-        raise CudalabError(str(exc)) from None
-
-
-def _config(run: RunDir) -> dict[str, Any]:
-    path = run.path / CONFIG
-    if not path.is_file():
-        return {}
-    try:
-        return flatten(load_toml(path))
-    except ValueError as exc:
-        raise CudalabError(str(exc)) from None
-
-
-def _headline(summary: dict[str, Any] | None) -> str:
-    """The one number a list shows: mean test accuracy, or the best/final metric."""
-    if not summary:
-        return ""
-    if "test_acc_mean" in summary:
-        return (
-            f"test_acc {100 * summary['test_acc_mean']:.2f} +- {100 * summary.get('test_acc_std', 0):.2f} %"
-        )
-    best = summary.get("best") or {}
-    if best.get("metric") and best.get("value") is not None:
-        return f"{best['metric']} {best['value']:.4g}"
-    return ""
-
-
-def environment_summary(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The environment facts worth comparing, flattened, GPUs and packages included."""
-    env = manifest.get("environment") or {}
-    out = {label: _get(env, path) for label, path in ENV_FIELDS}
-    gpus = env.get("gpus") or []
-    out["GPUs"] = ", ".join(str(g.get("name")) for g in gpus) or "none"
-    out["world size"] = manifest.get("world_size")
-    out["device"] = manifest.get("device")
-    out["precision"] = (manifest.get("precision") or {}).get("name")
-    return out
-
-
-def package_diff(a: list[str], b: list[str]) -> list[tuple[str, str, str]]:
-    """(name, version in A, version in B) for every package that differs ('-' when absent)."""
-
-    def parse(items: list[str]) -> dict[str, str]:
-        out = {}
-        for item in items:
-            name, _, version = item.partition("==")
-            out[name.lower().replace("_", "-")] = version
+    def train_flags(self) -> dict[str, Any]:
+        """The ``train`` section the flags set (only what was given, so a --config's values stand)."""
+        given = {
+            "device": self.device,
+            "precision": self.precision,
+            "seeds": self.seeds,
+            "max_epochs": self.epochs,
+            "progress": self.progress,
+        }
+        out: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+        if self.deterministic:
+            out["deterministic"] = True
+        if self.compile:
+            out["compile"] = True
         return out
 
-    pa, pb = parse(a), parse(b)
-    return [
-        (n, pa.get(n, "-"), pb.get(n, "-")) for n in sorted(pa.keys() | pb.keys()) if pa.get(n) != pb.get(n)
+
+_ENGINE_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "config": (ConfigOption, None),
+    "overrides": (SetOption, None),
+    "print_config": (PrintConfigOption, False),
+    "device": (
+        Annotated[DeviceChoice | None, typer.Option("--device", help="auto (GPU when usable), cpu or cuda.")],
+        None,
+    ),
+    "precision": (
+        Annotated[
+            PrecisionChoice | None,
+            typer.Option(
+                "--precision", help="auto: bf16 on a GPU of compute capability >= 8.0, fp32 on a CPU."
+            ),
+        ],
+        None,
+    ),
+    "deterministic": (
+        Annotated[bool, typer.Option("--deterministic", help="Bitwise-repeatable: deterministic kernels.")],
+        False,
+    ),
+    "compile": (Annotated[bool, typer.Option("--compile", help="torch.compile the model.")], False),
+    "seeds": (
+        Annotated[int | None, typer.Option("--seeds", help="Seeds to train (train.seeds); mean +- std.")],
+        None,
+    ),
+    "epochs": (Annotated[int | None, typer.Option("--epochs", help="train.max_epochs.")], None),
+    "progress": (
+        Annotated[
+            bool | None,
+            typer.Option(
+                "--progress/--no-progress",
+                help="Progress: a bar in a terminal, a plain line per log interval in a log file.",
+            ),
+        ],
+        None,
+    ),
+    "runs": (RootOption, Path("runs")),
+    "run_id": (
+        Annotated[str | None, typer.Option("--run-id", help="Name the run (default: time + config hash).")],
+        None,
+    ),
+    "resume": (
+        Annotated[
+            ResumeChoice,
+            typer.Option("--resume", help="auto: continue the unfinished run of this config (or --run-id)."),
+        ],
+        ResumeChoice.auto,
+    ),
+}
+
+
+def engine_command(fn: Callable[..., None]) -> Callable[..., None]:
+    """Add the shared engine options to a workload's typer command; it receives them as ``engine``."""
+    sig = inspect.signature(fn, eval_str=True)
+    own = [p for p in sig.parameters.values() if p.name != "engine"]
+    shared = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        for name, (annotation, default) in _ENGINE_OPTIONS.items()
     ]
 
+    @functools.wraps(fn)
+    def command(**kwargs: Any) -> None:
+        given = {name: kwargs.pop(name) for name in _ENGINE_OPTIONS}
+        given["overrides"] = tuple(given["overrides"] or ())
+        for choice in ("device", "precision"):
+            given[choice] = given[choice].value if given[choice] is not None else None
+        given["resume"] = given["resume"].value
+        fn(**kwargs, engine=EngineArgs(**given))
 
-def numeric_metrics(summary: dict[str, Any] | None) -> dict[str, float]:
-    """Every number in a summary, flattened (per-seed lists left out)."""
-    if not summary:
-        return {}
-    flat = flatten({k: v for k, v in summary.items() if k != "seeds"})
-    return {k: v for k, v in flat.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + shared
+    command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    del command.__wrapped__  # typer reads __signature__, not the wrapped function's
+    return command
 
 
-@app.command("list")
-def list_cmd(
-    root: RootOption = Path("runs"),
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
-) -> None:
-    """Every run under the root, oldest first."""
-    runs = list_runs(root)
-    if json_out:
-        for run in runs:
-            m = run.manifest() or {}
-            rec = {
-                "task": run.task,
-                "run_id": run.run_id,
-                "path": str(run.path),
-                "status": run.status(),
-                "started_at": m.get("started_at"),
-                "ended_at": m.get("ended_at"),
-                "seed": m.get("seed"),
-                "summary": run.summary(),
-            }
-            sys.stdout.write(json.dumps(rec) + "\n")
-        raise typer.Exit(ExitCode.OK)
-    table = Table(title=f"runs under {root}")
-    for col in ("task", "run id", "status", "started", "seed", "result"):
-        table.add_column(col)
-    for run in runs:
-        m = run.manifest() or {}
-        table.add_row(
-            run.task,
-            run.run_id,
-            run.status(),
-            str(m.get("started_at", "")),
-            str(m.get("seed", "")),
-            _headline(run.summary()),
+def run_engine_command(
+    experiment: Experiment[Any],
+    base: Any,
+    engine: EngineArgs,
+    flags: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Resolve the config (preset or --config, then flags, then --set), print it, run the experiment on
+    every rank, and print the per-seed table on rank 0. Returns the run's summary."""
+    from cudalab.train.distributed import env_world
+
+    merged = dict(flags or {})
+    train = {**merged.pop("train", {}), **engine.train_flags()}
+    try:
+        cfg = resolve(
+            base,
+            config_file=engine.config,
+            flags={**merged, "train": train},
+            overrides=list(engine.overrides),
         )
-    stdout_console().print(table)
-    if not runs:
-        stdout_console().print(f"no runs under {root}")
-    raise typer.Exit(ExitCode.OK)
-
-
-@app.command()
-def show(
-    run_ref: Annotated[
-        str, typer.Argument(metavar="RUN", help="Path, task/run-id, or a unique run-id prefix.")
-    ],
-    root: RootOption = Path("runs"),
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print config, manifest and summary as JSON.")
-    ] = False,
-) -> None:
-    """One run: where, when, on what, with which config, and its result."""
-    run = _resolve(root, run_ref)
-    manifest, summary = run.manifest() or {}, run.summary()
-    if json_out:
-        out = {
-            "path": str(run.path),
-            "status": run.status(),
-            "config": _config(run),
-            "manifest": manifest,
-            "summary": summary,
-        }
-        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+    except ValueError as exc:
+        raise CudalabError(str(exc) if engine.config else f"config: {exc}") from None
+    if engine.print_config:
+        print_config_toml(cfg, header=f"cudalab train {experiment.kind}: resolved config")
         raise typer.Exit(ExitCode.OK)
-    con = stdout_console()
-    con.print(f"[bold]{run.task}/{run.run_id}[/]  {run.status()}  ({run.path})")
-    con.print(
-        f"started {manifest.get('started_at')}  ended {manifest.get('ended_at')}  "
-        f"resumed {len(manifest.get('resumptions') or [])} time(s)"
-    )
-    con.print(f"command {' '.join(manifest.get('command') or [])}", highlight=False)
-    env = Table(title="environment", show_header=False)
-    for key, value in environment_summary(manifest).items():
-        env.add_row(key, "" if value is None else str(value))
-    con.print(env)
-    cfg = Table(title="config", show_header=False)
-    for key, value in _config(run).items():
-        cfg.add_row(key, repr(value))
-    con.print(cfg)
-    metrics = numeric_metrics(summary)
-    if metrics:
-        res = Table(title="summary", show_header=False)
-        for key, value in metrics.items():
-            res.add_row(key, f"{value:.6g}")
-        con.print(res)
-    raise typer.Exit(ExitCode.OK)
+    rank = env_world()[0]
+    console = Console(stderr=True, quiet=rank != 0)  # under torchrun only rank 0 prints
+    console.print("[bold]config[/]")
+    for key, value in describe(cfg):
+        console.print(f"  {key} = {value}", highlight=False)
+    from cudalab.train.experiment import run_experiment
+
+    try:
+        result = run_experiment(
+            experiment,
+            cfg,
+            runs_root=engine.runs,
+            run_id=engine.run_id,
+            resume=engine.resume,  # type: ignore[arg-type]  # a ResumeChoice value
+            console=console,
+        )
+    except ValueError as exc:
+        raise CudalabError(str(exc)) from None
+    if rank == 0:
+        title = f"{experiment.subject(cfg)}: metrics at the best evaluation, per seed"
+        _print_seeds(result.summary, tuple(result.summary.get("columns") or ()), title, result.run.path)
+    return result.summary
 
 
-@app.command()
-def diff(
-    run_a: Annotated[str, typer.Argument(metavar="RUN_A")],
-    run_b: Annotated[str, typer.Argument(metavar="RUN_B")],
-    root: RootOption = Path("runs"),
-    json_out: Annotated[bool, typer.Option("--json", help="Print the differences as JSON.")] = False,
-) -> None:
-    """What differs between two runs: config, environment, packages, and the final metrics side by side."""
-    a, b = _resolve(root, run_a), _resolve(root, run_b)
-    ca, cb = _config(a), _config(b)
-    config_rows = [
-        (k, ca.get(k, "-"), cb.get(k, "-")) for k in sorted(ca.keys() | cb.keys()) if ca.get(k) != cb.get(k)
-    ]
-    ma, mb = a.manifest() or {}, b.manifest() or {}
-    ea, eb = environment_summary(ma), environment_summary(mb)
-    env_rows = [(k, ea[k], eb.get(k)) for k in ea if ea[k] != eb.get(k)]
-    pkg_rows = package_diff(
-        _get(ma, ("environment", "packages")) or [], _get(mb, ("environment", "packages")) or []
-    )
-    sa, sb = numeric_metrics(a.summary()), numeric_metrics(b.summary())
-    metric_rows = [(k, sa.get(k), sb.get(k)) for k in sorted(sa.keys() | sb.keys())]
-    if json_out:
-        out = {
-            "a": str(a.path),
-            "b": str(b.path),
-            "config": {k: [va, vb] for k, va, vb in config_rows},
-            "environment": {k: [va, vb] for k, va, vb in env_rows},
-            "packages": {k: [va, vb] for k, va, vb in pkg_rows},
-            "metrics": {k: [va, vb] for k, va, vb in metric_rows},
-        }
-        sys.stdout.write(json.dumps(out, indent=2, default=str) + "\n")
-        raise typer.Exit(ExitCode.OK)
-    con = stdout_console()
-    con.print(f"[bold]A[/] {a.task}/{a.run_id}   [bold]B[/] {b.task}/{b.run_id}")
-    for title, rows in (("config", config_rows), ("environment", env_rows), ("packages", pkg_rows)):
-        if not rows:
-            con.print(f"{title}: identical")
-            continue
-        table = Table(title=f"{title} differences")
-        for col in ("key", "A", "B"):
-            table.add_column(col)
-        for key, va, vb in rows:
-            table.add_row(key, _fmt(va), _fmt(vb))
-        con.print(table)
-    table = Table(title="final metrics")
-    for col in ("metric", "A", "B", "B - A"):
-        table.add_column(col, justify="right" if col != "metric" else "left")
-    for key, va, vb in metric_rows:
-        delta = f"{vb - va:+.4g}" if isinstance(va, int | float) and isinstance(vb, int | float) else ""
-        table.add_row(key, _fmt(va), _fmt(vb), delta)
-    con.print(table)
-    raise typer.Exit(ExitCode.OK)
+def _print_seeds(summary: dict[str, Any], columns: tuple[str, ...], title: str, path: Path) -> None:
+    from cudalab.runs.cli import headline
+
+    table = Table(title=title or None)
+    for col in ("seed", *columns, "best step", "epochs", "epoch ms"):
+        table.add_column(col, justify="right")
+    for r in summary["seeds"]:
+        cells = [_fmt(r.get(c)) for c in columns]
+        table.add_row(
+            str(r["seed"]), *cells, str(r.get("best_step")), str(r.get("epochs")), f"{r['epoch_time_ms']:.1f}"
+        )
+    out = stdout_console()
+    out.print(table)
+    out.print(f"{headline(summary)} over {summary['n_seeds']} seed(s)   run: {path}", highlight=False)
 
 
 def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    return str(v)
+    return f"{v:.4f}" if isinstance(v, float) else ("-" if v is None else str(v))
+
+
+# --------------------------------------------------------------------------------------------------
+# train custom: the user's own task
+# --------------------------------------------------------------------------------------------------
+
+
+@engine_command
+def custom(
+    factory: Annotated[
+        str,
+        typer.Argument(
+            metavar="FILE.py[:NAME] | MODULE:NAME",
+            help="Your task factory: NAME(cfg) -> Task in a Python file or an importable module "
+            "(NAME defaults to make_task). cfg is the dataclass its first parameter is annotated with.",
+        ),
+    ],
+    engine: EngineArgs,
+) -> None:
+    """Train your own Task with the whole engine: AMP, DDP under torchrun, resume, manifest, TensorBoard."""
+    from cudalab.train.custom import custom_experiment
+
+    try:
+        experiment, base = custom_experiment(factory)
+    except ValueError as exc:
+        raise CudalabError(str(exc)) from None
+    run_engine_command(experiment, base, engine)
+    raise typer.Exit(ExitCode.OK)
+
+
+app.command("custom")(custom)
+
+
+def add_workload(name: str, command: Callable[..., None]) -> None:
+    """Register a workload's ``cudalab train <name>`` command."""
+    app.command(name)(command)
+
+
+__all__ = ["EngineArgs", "add_workload", "app", "engine_command", "run_engine_command"]
