@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from cudalab.radio.evaluate import recovery
-from cudalab.radio.pipeline import SearchConfig, search_file
+from cudalab.radio.pipeline.config import SearchConfig
+from cudalab.radio.pipeline.search import search_file
 from cudalab.radio.simulate import SimConfig, planned_header, random_bursts, simulate
 
 GOAL_RECALL = 0.95

@@ -6,9 +6,9 @@ page cache, and searched (file -> candidates) with every method in the same run:
 - ``naive``: the direct sum at full time resolution for every trial (no adaptive scrunching), on the
   torch reference: the deliberately simple baseline;
 - ``direct``: the direct sum with adaptive time scrunching, on the torch reference;
-- ``subband``: two-stage dedispersion (``--subbands``; ``cudalab.radio.subband``) with scrunching;
+- ``subband``: two-stage dedispersion (``--subbands``; ``cudalab.radio.dedispersion.subband``) with scrunching;
 - on a GPU also ``direct-triton`` and ``subband-triton``: the same on the Triton kernel
-  (``cudalab.radio.kernels``), the fast path.
+  (``cudalab.radio.kernels.launch``), the fast path.
 
 Every method is run once on a short file first, so Triton's compilation and autotuning (once per
 process) are not timed. Each record also gives the search's memory bound and, on a GPU, its
@@ -36,11 +36,12 @@ from pathlib import Path
 
 import numpy as np
 
+from cudalab.radio.dedispersion.plan import make_plan
+from cudalab.radio.dedispersion.subband import plan_subbands
 from cudalab.radio.evaluate import recovery
-from cudalab.radio.pipeline import SearchConfig, search_file
-from cudalab.radio.plan import make_plan
+from cudalab.radio.pipeline.config import SearchConfig
+from cudalab.radio.pipeline.search import search_file
 from cudalab.radio.simulate import SimConfig, planned_header, random_bursts, simulate
-from cudalab.radio.subband import plan_subbands
 
 
 @dataclass(frozen=True)

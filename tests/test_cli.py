@@ -198,7 +198,15 @@ def test_starting_the_cli_imports_no_heavy_module() -> None:
     import subprocess
     import sys
 
-    heavy = ["torch", "cudalab.lab.service", "jupyter_server", "torch_geometric", "astropy"]
+    heavy = [
+        "torch",
+        "cudalab.lab.prepare",
+        "cudalab.lab.supervise",
+        "cudalab.lab.process",
+        "jupyter_server",
+        "torch_geometric",
+        "astropy",
+    ]
     code = f"import sys, cudalab.cli; print([m for m in {heavy!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cudalab.radio.candidates import Candidate
-from cudalab.radio.dedisperse import dedisperse, dedisperse_numpy
-from cudalab.radio.header import Header
-from cudalab.radio.kernels import boxcar_hits_triton, dedisperse_triton
-from cudalab.radio.plan import make_plan
-from cudalab.radio.search import boxcar_hits, fit_baseline, normalise
-from cudalab.radio.subband import dedisperse_subband, plan_subbands
+from cudalab.radio.dedispersion.direct import dedisperse, dedisperse_numpy
+from cudalab.radio.dedispersion.plan import make_plan
+from cudalab.radio.dedispersion.subband import dedisperse_subband, plan_subbands
+from cudalab.radio.io.header import Header
+from cudalab.radio.kernels import triton_set
+from cudalab.radio.kernels.launch import boxcar_hits_triton, dedisperse_triton
+from cudalab.radio.single_pulse.candidates import Candidate
+from cudalab.radio.single_pulse.search import boxcar_hits, fit_baseline, normalise
 
 
 def _integer_block(rng: np.random.Generator, nchans: int, ntime: int) -> torch.Tensor:
@@ -105,7 +106,7 @@ def check_subband_matches_reference(device: str, seed: int) -> None:
     w[[5, 6, 77]] = 0
     want = dedisperse_subband(data, plan, nout, weights=w, budget_bytes=1 << 20)
     got = dedisperse_subband(
-        data.to(device), plan, nout, weights=w.to(device), budget_bytes=1 << 20, kernel="triton"
+        data.to(device), plan, nout, weights=w.to(device), budget_bytes=1 << 20, kernels=triton_set()
     )
     assert torch.equal(got.cpu(), want)
 
@@ -183,7 +184,8 @@ def same_candidates(a: list[Candidate], b: list[Candidate], atol: float = 1e-3) 
 def check_search_on_kernels_matches_reference(device: str, seed: int) -> None:
     """A whole search on the Triton kernels (dedispersion and the fused boxcars) finds what the torch
     reference finds, on a small simulated observation with bursts and RFI."""
-    from cudalab.radio.pipeline import SearchConfig, search_file
+    from cudalab.radio.pipeline.config import SearchConfig
+    from cudalab.radio.pipeline.search import search_file
     from cudalab.radio.simulate import SimConfig, planned_header, random_bursts, simulate
 
     sim = SimConfig(

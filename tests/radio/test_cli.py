@@ -91,7 +91,7 @@ def test_simulate_then_search(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         ),
         (
             ["radio", "search", "{data}/radio/small.fil", "--out", "{tmp}/o", "--device", "tpu"],
-            "device must be",
+            "'tpu' is not one of 'auto', 'cpu', 'cuda'",
         ),
         (
             ["radio", "search", "{data}/radio/small.fil", "--out", "{tmp}/o", "--kernel", "fdmt"],

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cudalab.radio.dedisperse import LiveChannels, dedisperse, dedisperse_numpy, scrunch_time
+from cudalab.radio.dedispersion.direct import LiveChannels, dedisperse, dedisperse_numpy, scrunch_time
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 
 from cudalab.errors import CudalabError
-from cudalab.radio.candidates import CAND_COLUMNS, read_candidates
 from cudalab.radio.evaluate import recovery
-from cudalab.radio.pipeline import SearchConfig, run_search, search_file
+from cudalab.radio.pipeline.config import SearchConfig
+from cudalab.radio.pipeline.outputs import run_search
+from cudalab.radio.pipeline.search import search_file
 from cudalab.radio.simulate import Burst, Rfi, SimConfig, simulate
+from cudalab.radio.single_pulse.candidates import CAND_COLUMNS, read_candidates
 
 #: 128 channels over 1200-1500 MHz, 4 s: a few seconds to simulate and search on 2 cores.
 SMALL = SimConfig(
@@ -142,7 +144,7 @@ def test_refuses_to_replace_a_folder_that_is_not_a_search(
 ) -> None:
     (tmp_path / "thesis").mkdir()
     (tmp_path / "thesis" / "chapter1.tex").write_text("precious")
-    with pytest.raises(CudalabError, match="not a cudalab search output"):
+    with pytest.raises(CudalabError, match="exists and is not a cudalab output"):
         run_search(small_obs[0], tmp_path / "thesis", CFG)
     assert (tmp_path / "thesis" / "chapter1.tex").read_text() == "precious"
 
@@ -219,8 +221,8 @@ def test_gpu_search_finds_what_the_cpu_search_finds(small_obs: tuple[Path, dict]
 
 def test_the_fast_like_beam_is_bounded_to_19_gb_of_gpu_memory() -> None:
     """The stated bound for 4096 channels, 49.152 us, 8-bit, DM 0-3000 (5326 trials), direct method."""
-    from cudalab.radio.pipeline import block_geometry, memory_bound
-    from cudalab.radio.plan import make_plan
+    from cudalab.radio.dedispersion.plan import make_plan
+    from cudalab.radio.pipeline.memory import block_geometry, memory_bound
     from cudalab.radio.simulate import planned_header
 
     fast = SimConfig(nchans=4096, tsamp_s=49.152e-6, fch1_mhz=1500.0, foff_mhz=-500.0 / 4096, duration_s=60.0)
@@ -229,7 +231,7 @@ def test_the_fast_like_beam_is_bounded_to_19_gb_of_gpu_memory() -> None:
     plan = make_plan(h, 0.0, 3000.0)
     assert len(plan.dms) == 5326
     groups = [(s, len(idx), int(plan.delays_scrunched(s, idx).max())) for s, idx in plan.groups()]
-    gulp, overlap = block_geometry(plan, cfg, h.tsamp_s, [(s, m) for s, _, m in groups])
+    gulp, overlap = block_geometry(plan, cfg.gulp, cfg.max_width_s, h.tsamp_s, [(s, m) for s, _, m in groups])
     assert overlap > plan.max_delay > 6.9 / h.tsamp_s and gulp >= 2 * overlap
     widest = 512  # 50 ms boxcars at 49.152 us: the largest power of two within 1017 samples
     gpu = memory_bound(h, gulp, overlap, widest, groups, stored_per_sample=4096, subbands=False, on_gpu=True)

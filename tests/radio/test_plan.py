@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from cudalab.radio.constants import DM_CONSTANT, dispersion_delay_s, smearing_s
-from cudalab.radio.header import Header
-from cudalab.radio.plan import dm_trials, make_plan
+from cudalab.radio.dedispersion.plan import dm_trials, make_plan
+from cudalab.radio.io.header import Header
 
 
 def test_heimdall_grid_for_the_fast_like_beam() -> None:

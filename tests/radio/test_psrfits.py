@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cudalab.errors import CudalabError
-from cudalab.radio.observation import open_observation
+from cudalab.radio.io.observation import open_observation
 
 
 def write_psrfits(

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from cudalab.radio.constants import DM_CONSTANT
-from cudalab.radio.observation import open_observation
-from cudalab.radio.refine import refine_dm, sweep_dm
+from cudalab.radio.io.observation import open_observation
 from cudalab.radio.rfi import RfiConfig
 from cudalab.radio.simulate import Burst, SimConfig, simulate
+from cudalab.radio.single_pulse.refine import refine_dm, sweep_dm
 
 CPU = torch.device("cpu")
 # 256 channels over 1200-1500 MHz: the sweep is 1.04 ms per unit DM

@@ -6,9 +6,9 @@ import numpy as np
 import torch
 
 from cudalab.radio.rfi import MAD_TO_STD, STATS_SAMPLES
-from cudalab.radio.search import (
+from cudalab.radio.single_pulse.cluster import cluster_giants
+from cudalab.radio.single_pulse.search import (
     Giants,
-    cluster_giants,
     find_giants,
     fit_baseline,
     normalise,

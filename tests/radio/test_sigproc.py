@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from cudalab.errors import CudalabError
-from cudalab.radio.header import Header
-from cudalab.radio.observation import open_observation
-from cudalab.radio.psrfits import unpack_msb_first
-from cudalab.radio.sigproc import (
+from cudalab.radio.io.header import Header
+from cudalab.radio.io.observation import open_observation
+from cudalab.radio.io.psrfits import unpack_msb_first
+from cudalab.radio.io.sigproc import (
     encode_header,
     pack_lsb_first,
     read_header_dict,
@@ -190,7 +190,7 @@ def test_header_encoding_is_what_we_read(tmp_path: Path) -> None:
 
 
 def test_packed_sexagesimal_positions(shared_data: Path) -> None:
-    from cudalab.radio.header import sigproc_angle_deg
+    from cudalab.radio.io.header import sigproc_angle_deg
 
     assert sigproc_angle_deg(53431.9, hours=True) == pytest.approx((5 + 34 / 60 + 31.9 / 3600) * 15)
     assert sigproc_angle_deg(220052.0, hours=False) == pytest.approx(22 + 52 / 3600)

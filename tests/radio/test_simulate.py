@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from cudalab.radio.dedisperse import dedisperse
-from cudalab.radio.observation import open_observation
-from cudalab.radio.plan import make_plan
+from cudalab.radio.dedispersion.direct import dedisperse
+from cudalab.radio.dedispersion.plan import make_plan
+from cudalab.radio.io.observation import open_observation
 from cudalab.radio.simulate import Burst, Pulsar, Rfi, SimConfig, simulate
 
 SMALL = SimConfig(nchans=64, tsamp_s=256e-6, fch1_mhz=1500.0, foff_mhz=-4.0, duration_s=2.0, seed=3)

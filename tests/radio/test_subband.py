@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from cudalab.radio.dedisperse import dedisperse, dedisperse_numpy
-from cudalab.radio.header import Header
-from cudalab.radio.plan import make_plan
-from cudalab.radio.subband import dedisperse_subband, plan_subbands
+from cudalab.radio.dedispersion.direct import dedisperse, dedisperse_numpy
+from cudalab.radio.dedispersion.plan import make_plan
+from cudalab.radio.dedispersion.subband import dedisperse_subband, plan_subbands
+from cudalab.radio.io.header import Header
 
 
 def lband_delays(nchans: int = 256, dm_max: float = 600.0) -> np.ndarray:

@@ -267,7 +267,7 @@ def test_two_gloo_processes_under_torchrun_equal_one_process(tmp_path: Path) -> 
 
 
 def test_a_tie_in_the_early_stop_metric_goes_to_the_tiebreak() -> None:
-    from cudalab.train.trainer import better as _better
+    from cudalab.train.state import better as _better
 
     cfg = replace(BASE, early_stop_metric="acc", tiebreak_metric="loss", tiebreak_mode="min")
     best = {"acc": 0.8, "loss": 0.5}

@@ -2,5 +2,6 @@
 
 ``cudalab lab up`` is what the image runs and what works on a bare server: one token-protected
 JupyterLab, one sshd that admits only the lab user's public keys, state (token, host keys, logs) in
-one persistent folder. See :mod:`cudalab.lab.service`.
+one persistent folder. :mod:`~cudalab.lab.prepare` checks and writes the configuration,
+:mod:`~cudalab.lab.supervise` runs and watches the servers, :mod:`~cudalab.lab.render` prints.
 """

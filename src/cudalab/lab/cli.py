@@ -1,7 +1,8 @@
 """``cudalab lab up | status | stop | password``.
 
-The service module (sockets, TLS, subprocess) is imported by each command, not here: every ``cudalab``
-start, the doctor's included, imports this file.
+The lab's modules (sockets, TLS, subprocess) are imported by each command, not here: every ``cudalab``
+start, the doctor's included, imports this file. Preparation is :mod:`~cudalab.lab.prepare`,
+supervision :mod:`~cudalab.lab.supervise`, and what is printed :mod:`~cudalab.lab.render`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from cudalab._console import command_group, stdout_console
 from cudalab.errors import CudalabError, ExitCode
 
 if TYPE_CHECKING:
-    from cudalab.lab.service import LabPaths
+    from cudalab.lab.paths import LabPaths
 
 app = command_group("lab", "JupyterLab and SSH, hardened: the image's command, and usable on a bare server.")
 
@@ -33,9 +34,9 @@ StateOption = Annotated[
 
 
 def _paths(state_dir: Path | None) -> LabPaths:
-    from cudalab.lab import service
+    from cudalab.lab.paths import LabPaths, default_state_dir
 
-    return service.LabPaths((state_dir or service.default_state_dir()).expanduser().resolve())
+    return LabPaths((state_dir or default_state_dir()).expanduser().resolve())
 
 
 @app.command()
@@ -88,10 +89,12 @@ def up(
     ] = False,
 ) -> None:
     """Start JupyterLab (token or password, never open) and a public-key-only sshd for this user."""
-    from cudalab.lab import service
+    from cudalab.lab import prepare, supervise
+    from cudalab.lab.paths import LabOptions
+    from cudalab.lab.render import print_lab
 
     env_workspace = os.environ.get("CUDALAB_WORKSPACE")
-    opts = service.LabOptions(
+    opts = LabOptions(
         state_dir=_paths(state_dir).root,
         workspace=(workspace or Path(env_workspace or ".")).expanduser().resolve(),
         host=host,
@@ -107,8 +110,15 @@ def up(
         ssh_user=ssh_user,
     )
     console = stdout_console()
-    prepared = service.prepare(opts)  # every check and its one-line error here, before anything starts
-    raise typer.Exit(service.detach(prepared, console) if detach else service.up(prepared, console))
+    prepared = prepare.prepare(opts)  # every check and its one-line error here, before anything starts
+    lab = prepare.lab(prepared)
+    if detach:
+        code = supervise.detach(
+            lab, prepared.paths.log, lambda state: print_lab(state, console, detached=True)
+        )
+    else:
+        code = supervise.up(lab, lambda state: print_lab(state, console), console.print)
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -117,24 +127,27 @@ def status(
     json_out: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
 ) -> None:
     """Which servers run, their pids and addresses; exit 0 only when every one answers (the HEALTHCHECK)."""
-    from cudalab.lab import service
+    from cudalab.lab import supervise
+    from cudalab.lab.paths import read_token
+    from cudalab.lab.render import print_status
 
-    report = service.status(_paths(state_dir))
+    paths = _paths(state_dir)
+    report = {"state_dir": str(paths.root), **supervise.status(paths.state, read_token(paths.token) or "")}
     if json_out:
-        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
     else:
-        service.print_status(report, stdout_console())
+        print_status(report, stdout_console())
     raise typer.Exit(ExitCode.OK if report["healthy"] else ExitCode.PROBLEM)
 
 
 @app.command()
 def stop(state_dir: StateOption = None) -> None:
     """Stop the lab started from this state folder (SIGTERM, then SIGKILL after 15 s)."""
-    from cudalab.lab import service
+    from cudalab.lab import supervise
 
     paths = _paths(state_dir)
     console = stdout_console()
-    if service.stop(paths, console.print):
+    if supervise.stop(paths.state, console.print):
         console.print(f"Stopped the lab of {paths.root}.")
     else:
         console.print(f"No lab is running from {paths.root}.")
@@ -147,7 +160,7 @@ def password(
     stdin: Annotated[bool, typer.Option("--stdin", help="Read the password from standard input.")] = False,
 ) -> None:
     """Set a JupyterLab login password (stored as an argon2 hash; used from the next `lab up`)."""
-    from cudalab.lab import service
+    from cudalab.lab.prepare import write_password
 
     if stdin:
         secret = sys.stdin.readline().rstrip("\n")
@@ -155,7 +168,7 @@ def password(
         secret = getpass.getpass("New JupyterLab password: ")
         if getpass.getpass("Again: ") != secret:
             raise CudalabError("the two passwords differ; nothing was changed")
-    path = service.write_password(_paths(state_dir), secret)
+    path = write_password(_paths(state_dir), secret)
     stdout_console().print(
         f"Password hash saved to {path}; restart the lab (cudalab lab stop; cudalab lab up)."
     )

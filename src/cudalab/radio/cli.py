@@ -15,7 +15,9 @@ from rich.table import Table
 
 from cudalab._console import command_group
 from cudalab._console import stdout_console as _console
+from cudalab.env.device import DeviceChoice
 from cudalab.errors import CudalabError, ExitCode
+from cudalab.runs.cli import ConfigOption, PrintConfigOption, RootOption, SetOption, print_config_toml
 
 app = command_group("radio", "Search radio data for fast radio bursts and pulsar single pulses.")
 
@@ -55,7 +57,7 @@ def info(
     json_out: Annotated[bool, typer.Option("--json", help="Print the header as JSON.")] = False,
 ) -> None:
     """Print a file's header as the search sees it."""
-    from cudalab.radio.observation import open_observation
+    from cudalab.radio.io.observation import open_observation
 
     h = open_observation(path).header
     summary = h.summary() | {"extra": {k: v for k, v in h.extra.items() if isinstance(v, (str, int, float))}}
@@ -134,38 +136,47 @@ def simulate(
     raise typer.Exit(ExitCode.OK)
 
 
-def _search_config(
-    dm_min: float,
-    dm_max: float,
-    snr: float,
-    max_width_ms: float,
-    device: str,
-    cutouts: int,
-    top: int,
-    zero_dm: bool,
-    gulp: int,
-    subbands: int = 0,
-    kernel: str = "auto",
-) -> Any:
-    from cudalab.radio.pipeline import SearchConfig
-    from cudalab.radio.rfi import RfiConfig
+def _search_flags(
+    *,
+    dm_min: float | None = None,
+    dm_max: float | None = None,
+    snr: float | None = None,
+    max_width_ms: float | None = None,
+    device: DeviceChoice | None = None,
+    cutouts: int | None = None,
+    top: int | None = None,
+    zero_dm: bool | None = None,
+    gulp: int | None = None,
+    subbands: int | None = None,
+    kernel: str | None = None,
+) -> dict[str, Any]:
+    """The flags given, as the SearchConfig fields they set (a flag not given sets nothing)."""
+    given: dict[str, Any] = {
+        "dm_min": dm_min,
+        "dm_max": dm_max,
+        "snr_threshold": snr,
+        "max_width_s": None if max_width_ms is None else max_width_ms / 1e3,
+        "device": None if device is None else device.value,
+        "cutouts": cutouts,
+        "report_top": top,
+        "gulp": gulp,
+        "subbands": subbands,
+        "kernel": kernel,
+    }
+    flags = {k: v for k, v in given.items() if v is not None}
+    if zero_dm is not None:
+        flags["rfi"] = {"zero_dm": zero_dm}
+    return flags
+
+
+def _resolve_search_config(config: Path | None, flags: dict[str, Any], overrides: list[str] | None) -> Any:
+    from cudalab.radio.pipeline.config import default_config
+    from cudalab.runs.config import resolve
 
     try:
-        return SearchConfig(
-            dm_min=dm_min,
-            dm_max=dm_max,
-            snr_threshold=snr,
-            max_width_s=max_width_ms / 1e3,
-            device=device,  # type: ignore[arg-type]  # validated by SearchConfig.__post_init__
-            cutouts=cutouts,
-            report_top=top,
-            gulp=gulp,
-            subbands=subbands,
-            kernel=kernel,  # type: ignore[arg-type]  # validated by SearchConfig.__post_init__
-            rfi=RfiConfig(zero_dm=zero_dm),
-        )
+        return resolve(default_config(), config_file=config, flags=flags, overrides=overrides)
     except ValueError as exc:
-        raise _value_error(exc) from None
+        raise CudalabError(str(exc) if config else f"config: {exc}") from None
 
 
 def _print_candidates(console: Console, result: Any, out: Path, truth: dict[str, Any] | None = None) -> None:
@@ -203,43 +214,82 @@ def _print_candidates(console: Console, result: Any, out: Path, truth: dict[str,
 def search(
     path: Annotated[Path, typer.Argument(help="SIGPROC or PSRFITS search-mode file.")],
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Output folder (replaced if it holds a previous search).")
-    ],
-    dm_min: Annotated[float, typer.Option(help="Smallest DM, pc cm^-3.")] = 0.0,
-    dm_max: Annotated[float, typer.Option(help="Largest DM, pc cm^-3.")] = 1000.0,
-    snr: Annotated[float, typer.Option(help="Detection threshold (boxcar S/N).")] = 6.0,
-    max_width_ms: Annotated[float, typer.Option(help="Widest boxcar, ms.")] = 50.0,
-    device: Annotated[str, typer.Option(help="auto (GPU when usable), cuda or cpu.")] = "auto",
-    cutouts: Annotated[int, typer.Option(help="FETCH cutouts for the brightest N.")] = 20,
-    top: Annotated[int, typer.Option(help="Candidates plotted in the report.")] = 8,
-    zero_dm: Annotated[bool, typer.Option("--zero-dm/--no-zero-dm", help="Subtract the DM-0 series.")] = True,
-    gulp: Annotated[int, typer.Option(help="Samples per block (memory bound).")] = 1 << 15,
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="The run folder (replaced if it holds a previous search); default RUNS/radio-search/ID.",
+        ),
+    ] = None,
+    dm_min: Annotated[float | None, typer.Option(help="Smallest DM, pc cm^-3 (dm_min; default 0).")] = None,
+    dm_max: Annotated[float | None, typer.Option(help="Largest DM, pc cm^-3 (dm_max; default 1000).")] = None,
+    snr: Annotated[
+        float | None, typer.Option(help="Detection threshold, boxcar S/N (snr_threshold; default 6).")
+    ] = None,
+    max_width_ms: Annotated[
+        float | None, typer.Option(help="Widest boxcar, ms (max_width_s; default 50 ms).")
+    ] = None,
+    device: Annotated[DeviceChoice | None, typer.Option(help="auto (GPU when usable), cuda or cpu.")] = None,
+    cutouts: Annotated[
+        int | None, typer.Option(help="FETCH cutouts for the brightest N (default 20).")
+    ] = None,
+    top: Annotated[
+        int | None, typer.Option(help="Candidates plotted in the report (report_top; default 8).")
+    ] = None,
+    zero_dm: Annotated[
+        bool | None, typer.Option("--zero-dm/--no-zero-dm", help="Subtract the DM-0 series (rfi.zero_dm).")
+    ] = None,
+    gulp: Annotated[int | None, typer.Option(help="Samples per block (memory bound; default 32768).")] = None,
     subbands: Annotated[
-        int, typer.Option(help="0: direct dedispersion; N: two stages with N sub-bands (fewer adds).")
-    ] = 0,
+        int | None, typer.Option(help="0: direct dedispersion; N: two stages with N sub-bands (fewer adds).")
+    ] = None,
     kernel: Annotated[
-        str,
-        typer.Option(help="Dedispersion kernel: auto (Triton on a GPU, torch on a CPU), triton or torch."),
-    ] = "auto",
+        str | None,
+        typer.Option(help="Kernels: auto (Triton on a GPU, torch on a CPU), triton or torch."),
+    ] = None,
     truth: Annotated[Path | None, typer.Option(help="A simulator truth table: mark injected pulses.")] = None,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    print_config: PrintConfigOption = False,
+    runs: RootOption = Path("runs"),
+    run_id: Annotated[
+        str | None,
+        typer.Option("--run-id", help="Name the run folder RUNS/radio-search/ID (instead of --out)."),
+    ] = None,
 ) -> None:
-    """Search a file: candidates.csv, candidates.cand, cands/*.h5 (FETCH) and report.html in --out."""
-    from cudalab.radio.pipeline import run_search
+    """Search a file; the run folder holds candidates.csv (and .cand), cands/*.h5 (FETCH), report.html,
+    config.toml and manifest.json."""
+    flags = _search_flags(
+        dm_min=dm_min, dm_max=dm_max, snr=snr, max_width_ms=max_width_ms, device=device, cutouts=cutouts,
+        top=top, zero_dm=zero_dm, gulp=gulp, subbands=subbands, kernel=kernel,
+    )  # fmt: skip
+    cfg = _resolve_search_config(config, flags, overrides)
+    if print_config:
+        print_config_toml(cfg, header="cudalab radio search: resolved config")
+        raise typer.Exit(ExitCode.OK)
+    from cudalab.radio.io.observation import open_observation
+    from cudalab.radio.pipeline.outputs import KIND, check_out_dir, run_search
     from cudalab.radio.simulate import load_truth
+    from cudalab.runs.rundir import check_root, check_run_id, new_run_id
 
-    cfg = _search_config(
-        dm_min, dm_max, snr, max_width_ms, device, cutouts, top, zero_dm, gulp, subbands, kernel
-    )
+    if out is not None and run_id is not None:
+        raise CudalabError("--out and --run-id name the same folder: give one")
+    try:
+        folder = out if out is not None else check_root(runs) / KIND / check_run_id(run_id or new_run_id(cfg))
+    except ValueError as exc:
+        raise CudalabError(str(exc)) from None
+    check_out_dir(folder)  # before any work: a search may take hours
+    open_observation(path)  # the file's faults too
     truth_table = None
     if truth is not None:
         try:
             truth_table = load_truth(truth)
         except (OSError, ValueError) as exc:
-            raise CudalabError(f"{truth}: not a truth table ({exc.__class__.__name__})") from None
+            raise CudalabError(f"{truth}: not a truth table ({exc})") from None
     console = _console()
     with _progress(console) as progress:
-        result = run_search(path, out, cfg, progress=_Bars(progress), truth=truth_table)
-    _print_candidates(console, result, out, truth_table)
+        result = run_search(path, folder, cfg, progress=_Bars(progress), truth=truth_table)
+    _print_candidates(console, result, folder, truth_table)
     raise typer.Exit(ExitCode.OK)
 
 
@@ -248,18 +298,21 @@ def demo(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Folder for the simulated file and the search.")
     ] = Path("demo-out"),
-    device: Annotated[str, typer.Option(help="auto (GPU when usable), cuda or cpu.")] = "auto",
+    device: Annotated[
+        DeviceChoice, typer.Option(help="auto (GPU when usable), cuda or cpu.")
+    ] = DeviceChoice.auto,
     seed: Annotated[int, typer.Option(help="Simulation seed.")] = 7,
 ) -> None:
     """Simulate a realistic observation (bursts at several DMs and widths, a pulsar, RFI), search it, report."""
     from cudalab.radio.evaluate import recovery
-    from cudalab.radio.pipeline import run_search
+    from cudalab.radio.pipeline.outputs import check_out_dir, run_search
     from cudalab.radio.simulate import demo_config
     from cudalab.radio.simulate import simulate as run_sim
 
     console = _console()
     data = out / "demo.fil"
-    cfg = _search_config(0.0, 1000.0, 6.0, 50.0, device, 20, 8, True, 1 << 15)
+    cfg = _resolve_search_config(None, _search_flags(device=device), None)
+    check_out_dir(out / "search")
     with _progress(console) as progress:
         task = progress.add_task("simulate", total=1)
         truth = run_sim(

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from cudalab.radio.candidates import Candidate
 from cudalab.radio.constants import DM_CONSTANT
+from cudalab.radio.single_pulse.candidates import Candidate
 
 #: A candidate is associated with an injected pulse within this many of the wider of their widths
 #: (plus the scattering tail), and never less than MIN_TIME_TOL_S.

@@ -17,8 +17,8 @@ import numpy as np
 from cudalab._io import atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:
-    from cudalab.radio.cutouts import Cutout
-    from cudalab.radio.pipeline import SearchResult
+    from cudalab.radio.pipeline.search import SearchResult
+    from cudalab.radio.single_pulse.cutouts import Cutout
 
 
 def _figure_png(fig: Any) -> bytes:
@@ -70,7 +70,7 @@ def candidate_png(index: int, cand: Any, cut: Cutout, tsamp_s: float, fmax: floa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cudalab.radio.cutouts import resize_axis
+    from cudalab.radio.single_pulse.cutouts import resize_axis
 
     # Averaged to 64 sub-bands for display: a burst near threshold is invisible in single channels.
     ft = resize_axis(cut.freq_time.T, min(64, cut.freq_time.shape[1]), axis=0)  # (subband, time), top first

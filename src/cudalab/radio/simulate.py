@@ -24,8 +24,8 @@ from scipy.special import erf
 
 from cudalab._io import atomic_open, atomic_write_json, atomic_write_text
 from cudalab.radio.constants import DM_CONSTANT, dispersion_delay_s, smearing_s
-from cudalab.radio.header import Header
-from cudalab.radio.sigproc import encode_header, encode_samples
+from cudalab.radio.io.header import Header
+from cudalab.radio.io.sigproc import encode_header, encode_samples
 
 #: FWHM of a Gaussian in units of its sigma: 2 sqrt(2 ln 2).
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
@@ -316,7 +316,7 @@ def _header_for(cfg: SimConfig, background: Header | None, nsamples: int) -> Hea
 def planned_header(cfg: SimConfig) -> Header:
     """The header :func:`simulate` writes for ``cfg``: the background file's receiver when one is given."""
     if cfg.background:
-        from cudalab.radio.observation import open_observation
+        from cudalab.radio.io.observation import open_observation
 
         base = open_observation(cfg.background).header
         return _header_for(cfg, base, round(cfg.duration_s / base.tsamp_s))
@@ -363,7 +363,7 @@ def simulate(
     The data file appears only when complete (written to a temporary file, then renamed).
     Returns the truth table.
     """
-    from cudalab.radio.observation import open_observation
+    from cudalab.radio.io.observation import open_observation
 
     out = Path(out)
     rng = np.random.default_rng([cfg.seed, 0])
@@ -505,4 +505,37 @@ def demo_config(seed: int = 7) -> SimConfig:
 
 
 def load_truth(path: str | Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """A truth table written by :func:`simulate`; ``ValueError`` naming the first field that is wrong
+    (checked before a search starts, so a wrong file never costs a whole search)."""
+    try:
+        truth = json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError("not a text file") from None
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(truth, dict):
+        raise ValueError("not a JSON object")
+    header = truth.get("header")
+    if not isinstance(header, dict):
+        raise ValueError("no header object")
+    for key in ("fmin_mhz", "fmax_mhz"):
+        if not _finite(header.get(key)) or header[key] <= 0:
+            raise ValueError(f"header.{key} is not a positive number")
+    pulses = truth.get("pulses")
+    if not isinstance(pulses, list):
+        raise ValueError("no pulses list")
+    for i, p in enumerate(pulses):
+        if not isinstance(p, dict) or not isinstance(p.get("kind"), str):
+            raise ValueError(f"pulses[{i}] has no kind")
+        for key in ("time_s", "dm", "snr", "width_s"):
+            if not _finite(p.get(key)):
+                raise ValueError(f"pulses[{i}].{key} is not a number")
+    if "k_dm" in truth and not _finite(truth["k_dm"]):
+        raise ValueError("k_dm is not a number")
+    return truth
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)

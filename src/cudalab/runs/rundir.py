@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from cudalab._io import atomic_write_json, atomic_write_text
+from cudalab.errors import CudalabError
 from cudalab.runs.config import config_hash, differences, flatten, identity, load_toml, save_toml, to_dict
 
 CONFIG = "config.toml"
@@ -81,10 +83,24 @@ def check_root(root: Path) -> Path:
         if p.exists():
             if not p.is_dir():
                 raise ValueError(f"{p}: exists and is not a folder (--runs)")
-            if not os.access(p, os.W_OK | os.X_OK):
-                raise ValueError(f"{p}: not writable (--runs)")
+            why = unwritable(p)
+            if why:
+                raise ValueError(f"{p}: cannot write in it ({why}) (--runs)")
             return root
     return root
+
+
+def unwritable(folder: Path) -> str | None:
+    """Why a file cannot be created in the existing ``folder``, or None when it can.
+
+    The one true test is to try (root passes ``os.access`` everywhere, /proc and read-only mounts
+    included): an empty folder is made and removed.
+    """
+    try:
+        Path(tempfile.mkdtemp(prefix=".cudalab-probe-", dir=folder)).rmdir()
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    return None
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -182,11 +198,14 @@ class RunDir:
         environment: dict[str, Any],
         subject: str = "",
         extra: dict[str, Any] | None = None,
+        run_id: str | None = None,
+        started_at: str | None = None,
     ) -> None:
         """Record the config and a fresh manifest, or a resumption in an existing one.
 
         The config of a resumed run is never rewritten; one of another identity is refused
-        (``ValueError`` with the difference).
+        (``ValueError`` with the difference). ``run_id`` and ``started_at`` name a run written in a
+        staging folder (:func:`staged`) and the moment its work began.
         """
         conflict = self.config_conflict(cfg)
         if conflict is not None:
@@ -195,16 +214,17 @@ class RunDir:
         previous = self.manifest()
         entry = {"at": now(), "command": list(sys.argv), "pid": os.getpid()}
         if previous is None or not self.config_path.is_file():
-            save_toml(cfg, self.config_path, header=f"cudalab resolved config for run {self.run_id}")
+            name = run_id or self.run_id
+            save_toml(cfg, self.config_path, header=f"cudalab resolved config for run {name}")
             self.update_manifest(
-                run_id=self.run_id,
+                run_id=name,
                 kind=kind,
                 subject=subject,
                 config_sha256=config_hash(cfg),
                 seed=seed,
                 command=list(sys.argv),
                 cwd=str(Path.cwd()),
-                started_at=entry["at"],
+                started_at=started_at or entry["at"],
                 ended_at=None,
                 status="running",
                 error=None,
@@ -390,27 +410,36 @@ def check_output_dir(out_dir: Path, *, owned: tuple[str, ...] = (MANIFEST,)) -> 
         parent = parent.parent
     if not parent.is_dir():
         raise ValueError(f"{out_dir}: {parent} is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"{out_dir}: cannot write in {parent}")
+    why = unwritable(parent)
+    if why:
+        raise ValueError(f"{out_dir}: cannot write in {parent} ({why})")
 
 
 @contextlib.contextmanager
 def staged(out_dir: Path, *, owned: tuple[str, ...] = (MANIFEST,)) -> Iterator[Path]:
     """A fresh staging folder beside ``out_dir``, swapped into its place when the block succeeds.
 
+    An ``out_dir`` that cannot be written or must not be replaced (:func:`check_output_dir`) is a
+    :class:`~cudalab.errors.CudalabError` before the block runs.
+
     The output appears complete or not at all: a failure (or an interrupt) removes the staging
     folder and leaves any previous output untouched; the previous output goes only once the new one
     is whole.
     """
-    check_output_dir(out_dir, owned=owned)
     try:
+        check_output_dir(out_dir, owned=owned)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
+    except ValueError as exc:
+        raise CudalabError(str(exc)) from None
     except OSError as exc:
-        raise ValueError(f"{out_dir}: cannot create its folder ({exc.strerror})") from None
+        raise CudalabError(f"{out_dir}: cannot create its folder ({exc.strerror})") from None
     stage = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     if stage.exists():
         shutil.rmtree(stage)
-    stage.mkdir()
+    try:
+        stage.mkdir()
+    except OSError as exc:
+        raise CudalabError(f"{out_dir}: cannot create a folder beside it ({exc.strerror})") from None
     try:
         yield stage
         old = None

@@ -15,7 +15,7 @@ import contextlib
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -32,35 +32,10 @@ from cudalab.train.distributed import DistInfo
 from cudalab.train.optim import build_optimizer, lr_lambda
 from cudalab.train.precision import PrecisionPlan, resolve_precision
 from cudalab.train.sinks import MetricsSink
+from cudalab.train.state import TrainState
 from cudalab.train.task import Task
 
 _END = object()  # an exhausted batch iterator (a task may yield None: the whole graph is the batch)
-
-
-@dataclass(slots=True)
-class TrainState:
-    """The loop's position and bookkeeping; saved in every checkpoint."""
-
-    step: int = 0
-    epoch: int = 0
-    batch: int = 0
-    """Next micro-batch of ``epoch`` to train on (the data position)."""
-    best_value: float | None = None
-    best_step: int = -1
-    best_metrics: dict[str, float] = field(default_factory=dict)
-    last_metrics: dict[str, float] = field(default_factory=dict)
-    bad_evals: int = 0
-    stopped_early: bool = False
-    train_time_s: float = 0.0
-    loss_count: int = 0
-    """Micro-batches since the last log line (their summed loss is saved per rank beside the state)."""
-
-    def state_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
-
-    def load_state_dict(self, d: dict[str, Any]) -> None:
-        for key, value in d.items():
-            setattr(self, key, value)
 
 
 @dataclass(slots=True)
@@ -82,23 +57,6 @@ def unwrap(model: nn.Module) -> nn.Module:
             model = model._orig_mod  # type: ignore[assignment]
         else:
             return model
-
-
-def _improved(value: float, best: float | None, mode: str) -> bool:
-    if best is None or math.isnan(best):
-        return not math.isnan(value)
-    return value > best if mode == "max" else value < best
-
-
-def better(metrics: dict[str, float], best: dict[str, float], cfg: TrainConfig) -> bool:
-    """Whether ``metrics`` beat the best evaluation so far: the early-stop metric, then the tie-break."""
-    value, key = metrics[cfg.early_stop_metric], cfg.early_stop_metric
-    if not best:
-        return not math.isnan(value)
-    if _improved(value, best[key], cfg.early_stop_mode):
-        return True
-    tie = cfg.tiebreak_metric
-    return bool(tie) and value == best[key] and _improved(metrics[tie], best[tie], cfg.tiebreak_mode)
 
 
 class Trainer:
@@ -270,28 +228,16 @@ class Trainer:
         metrics = dist.broadcast(metrics, self.info)  # every rank takes the same early-stopping decision
         state.last_metrics = metrics
         self.sink.evaluation(state.step, state.epoch, metrics)
-        if not cfg.early_stop_metric:
-            return metrics
-        for name in filter(None, (cfg.early_stop_metric, cfg.tiebreak_metric)):
-            if name not in metrics:
-                raise ValueError(f"train metric {name!r} is not among the evaluation's {', '.join(metrics)}")
-        if better(metrics, state.best_metrics, cfg):
-            state.best_value, state.best_step, state.bad_evals = metrics[cfg.early_stop_metric], state.step, 0
-            state.best_metrics = dict(metrics)
-            if self.main:
-                self.ckpts.save_best(
-                    {
-                        "step": state.step,
-                        "epoch": state.epoch,
-                        "batch": state.batch,
-                        "model": self.core.state_dict(),
-                        "metrics": metrics,
-                    }
-                )
-        else:
-            state.bad_evals += 1
-            if cfg.patience and state.bad_evals >= cfg.patience:
-                state.stopped_early = True
+        if cfg.early_stop_metric and state.record_evaluation(metrics, cfg) and self.main:
+            self.ckpts.save_best(
+                {
+                    "step": state.step,
+                    "epoch": state.epoch,
+                    "batch": state.batch,
+                    "model": self.core.state_dict(),
+                    "metrics": metrics,
+                }
+            )
         return metrics
 
     def save(self) -> None:
@@ -362,7 +308,9 @@ class Trainer:
             self._loop()
             if not state.last_metrics:  # resumed past the planned end (fewer epochs asked), unevaluated
                 self.evaluate()
-            summary = self._summary(resumed_from)
+            summary = state.summary(
+                cfg, precision=self.plan.name, world_size=self.info.world_size, resumed_from=resumed_from
+            )
             self.sink.close(self.run_config, state.last_metrics)
             if self.main:
                 run.finish(summary)
@@ -441,27 +389,6 @@ class Trainer:
     def _batch_size(self, batch: Any) -> int:
         size = getattr(self.task, "batch_size", None)
         return int(size(batch)) if callable(size) else 0
-
-    def _summary(self, resumed_from: int | None) -> dict[str, Any]:
-        cfg, state = self.cfg, self.state
-        return {
-            "steps": state.step,
-            "epochs": state.epoch,
-            "stopped_early": state.stopped_early,
-            "train_time_s": round(state.train_time_s, 3),
-            "final": state.last_metrics,
-            "best": {
-                "metric": cfg.early_stop_metric,
-                "value": state.best_value,
-                "step": state.best_step,
-                "metrics": state.best_metrics,
-            }
-            if cfg.early_stop_metric
-            else None,
-            "precision": self.plan.name,
-            "world_size": self.info.world_size,
-            "resumed_from_step": resumed_from,
-        }
 
 
 def train_run(task: Task, cfg: TrainConfig, run: RunDir, **options: Any) -> FitResult:

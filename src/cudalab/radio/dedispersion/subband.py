@@ -13,22 +13,22 @@ they differ from its own delays by at most ``tolerance`` samples (the nominal tr
 which widens a pulse by at most that much. :class:`SubbandPlan` records the largest difference.
 
 Adds per output sample: ``n_nominal * nchans + ndm * nsub`` instead of ``ndm * nchans``. Both
-stages run on the torch reference (:func:`cudalab.radio.dedisperse.dedisperse` and a gather) or on the
-Triton kernel (:func:`cudalab.radio.kernels.dedisperse_triton`, whose per-trial source row is stage 2).
+stages run on the kernels they are given (:class:`cudalab.radio.kernels.KernelSet`): the torch
+reference (:func:`~cudalab.radio.dedispersion.direct.dedisperse` and a gather) or the Triton kernel,
+whose per-trial source row is stage 2.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Literal
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from cudalab.radio.dedisperse import LiveChannels, dedisperse
-from cudalab.radio.kernels import dedisperse_triton
+from cudalab.radio.dedispersion.direct import LiveChannels
+from cudalab.radio.kernels import TORCH, KernelSet
 
 
 @dataclass(frozen=True)
@@ -147,15 +147,15 @@ def dedisperse_subband(
     *,
     weights: torch.Tensor | LiveChannels | None = None,
     budget_bytes: int = 1 << 29,
-    kernel: Literal["torch", "triton"] = "torch",
+    kernels: KernelSet = TORCH,
 ) -> torch.Tensor:
     """Dedisperse ``data`` (``(nchans, ntime)``) at the plan's trials in two stages.
 
     The sub-band series of as many nominal trials as fit in ``budget_bytes`` are made at a time, so
     the intermediate stays bounded whatever the number of trials. Needs ``ntime >= nout +
-    plan.max_delay``. ``kernel`` runs both stages on the torch reference or the Triton kernel (see
-    :func:`cudalab.radio.kernels.resolve_kernel`); ``weights`` are per channel, or the block's
-    :class:`~cudalab.radio.dedisperse.LiveChannels`. Returns ``(ndm, nout)`` float32.
+    plan.max_delay``. ``kernels`` run both stages (:func:`cudalab.radio.kernels.resolve_kernel`);
+    ``weights`` are per channel, or the block's
+    :class:`~cudalab.radio.dedispersion.direct.LiveChannels`. Returns ``(ndm, nout)`` float32.
     """
     nchans, ntime = data.shape
     ndm = len(plan.assign)
@@ -170,7 +170,6 @@ def dedisperse_subband(
     n1 = nout + int(plan.outer.max())  # stage 2 reads S up to t + A[i, b]
     chunk = max(1, budget_bytes // max(plan.nsub * n1 * 4, 1))
     live = weights if isinstance(weights, LiveChannels) else LiveChannels.of(weights, nchans, data.device)
-    stage1_fn = dedisperse_triton if kernel == "triton" else dedisperse
     inner = torch.from_numpy(plan.inner).to(data.device)
     outer = torch.from_numpy(plan.outer).to(data.device)
     firsts = np.searchsorted(plan.assign, np.arange(len(plan.nominal) + 1))  # assign is sorted
@@ -188,13 +187,15 @@ def dedisperse_subband(
             short = n_b + int(plan.inner[j0:j1, lo:hi].max()) - ntime
             if short > 0:
                 x = torch.nn.functional.pad(x, (0, short))
-            stage1_fn(x, inner[j0:j1, lo:hi], n_b, weights=live.within(lo, hi), out=stage1[:, b, :n_b])
+            kernels.dedisperse(
+                x, inner[j0:j1, lo:hi], n_b, weights=live.within(lo, hi), out=stage1[:, b, :n_b]
+            )
         if r1 == r0:
             continue
         local = torch.from_numpy(plan.assign[r0:r1] - j0).to(data.device)
-        if kernel == "triton":
+        if kernels.dedisperse_sources is not None:
             # stage 2 is a dedispersion of the sub-band series with a source row per trial
-            dedisperse_triton(stage1, outer[r0:r1], nout, sources=local, out=out[r0:r1])
+            kernels.dedisperse_sources(stage1, outer[r0:r1], nout, sources=local, out=out[r0:r1])
             continue
         # stage 2 on the torch reference, every trial of these nominals at once, one sub-band at a
         # time: row d of the unfolded view is the sub-band series shifted by d samples, copied only

@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cudalab.radio.constants import DM_CONSTANT, dispersion_delay_s, smearing_s
-from cudalab.radio.header import Header
+from cudalab.radio.io.header import Header
 
 #: heimdall's smearing coefficient: t = 8.3 us * DM * (df / MHz) / (f / GHz)^3.
 _SMEAR_US = 8.3

@@ -1,7 +1,9 @@
 """Blocks of an observation on the compute device, read ahead and copied while the previous one computes.
 
-A search is a loop over overlapping blocks (:meth:`cudalab.radio.observation.Observation.blocks`).
-Done naively each block is read from the file, converted to float32 on the host, copied to the GPU
+A search is a loop over blocks of ``gulp + overlap`` samples that advance by ``gulp``: each repeats the
+last ``overlap`` samples of the previous one's extent, so a stage that needs that much look-ahead
+(dedispersion: the largest delay) sees every output sample exactly once, in ``block.valid`` outputs
+per block. This module is the one way blocks are made. Done naively each block is read from the file, converted to float32 on the host, copied to the GPU
 and only then computed, and the GPU idles through the first three. :class:`BlockStream` overlaps them:
 
 - a reader thread reads block ``k + 2`` from the file (the memory map's pages are touched in the
@@ -32,7 +34,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from cudalab.radio.observation import Observation
+from cudalab.radio.io.observation import Observation
 
 # Sample types that travel to the device as stored, and their torch type there.
 _RAW_DTYPES = {
@@ -46,7 +48,18 @@ _POLL_S = 0.1  # how often a waiting thread checks whether the stream was closed
 
 @dataclass(frozen=True, slots=True)
 class DeviceBlock:
-    """A :class:`cudalab.radio.observation.Block` whose ``data`` is a float32 ``(nchans, n)`` tensor."""
+    """A stretch of data on the compute device.
+
+    Attributes
+    ----------
+    start
+        Index of the first sample in the file.
+    data
+        Float32 total intensity.  Shape: ``(nchans, nsamples)``.
+    valid
+        Samples at the head of ``data`` that are new in this block; the rest is the overlap that the
+        next block starts with.
+    """
 
     start: int
     data: torch.Tensor
@@ -56,7 +69,7 @@ class DeviceBlock:
 def raw_to_intensity(raw: torch.Tensor) -> torch.Tensor:
     """``(n, nifs, nchans)`` stored samples -> ``(nchans, n)`` float32 total intensity.
 
-    The rule of :meth:`cudalab.radio.sigproc.SigprocReader.read`, in torch so it runs on the device:
+    The rule of :meth:`cudalab.radio.io.sigproc.SigprocReader.read`, in torch so it runs on the device:
     two IFs are summed (AA + BB), otherwise the first is kept (Stokes I of four).
     """
     total = raw[:, :2].to(torch.float32).sum(dim=1) if raw.shape[1] == 2 else raw[:, 0].to(torch.float32)
@@ -78,8 +91,8 @@ _END = object()
 class BlockStream:
     """Iterate ``obs`` in blocks of ``gulp + overlap`` samples advancing by ``gulp``, on ``device``.
 
-    The same blocks as ``obs.blocks(gulp, overlap)``, bit for bit, as :class:`DeviceBlock`. Use it as a
-    context manager (or call :meth:`close`) so the reader thread stops when the loop ends early.
+    Block ``k`` holds samples ``[k * gulp, k * gulp + gulp + overlap)`` (fewer at the end of the file),
+    bit for bit as ``obs.read`` gives them, as a :class:`DeviceBlock`. Use it as a context manager (or call :meth:`close`) so the reader thread stops when the loop ends early.
     """
 
     def __init__(self, obs: Observation, gulp: int, overlap: int, device: torch.device) -> None:

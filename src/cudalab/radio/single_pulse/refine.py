@@ -28,10 +28,10 @@ import torch
 from numpy.typing import NDArray
 
 from cudalab.radio.constants import dispersion_delay_s
-from cudalab.radio.dedisperse import LiveChannels, dedisperse
-from cudalab.radio.observation import Observation
+from cudalab.radio.dedispersion.direct import LiveChannels, dedisperse
+from cudalab.radio.io.observation import Observation
 from cudalab.radio.rfi import MAD_TO_STD, RfiConfig, clean_block
-from cudalab.radio.search import normalise
+from cudalab.radio.single_pulse.search import normalise
 
 #: Trials across the interval between the neighbouring grid DMs.
 FINE_TRIALS = 41

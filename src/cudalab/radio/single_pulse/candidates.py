@@ -35,7 +35,7 @@ class Candidate:
         Index of the DM trial that found it.
     dm_trial
         That trial's DM; ``dm`` is refined from the data between the neighbouring trials
-        (:mod:`cudalab.radio.refine`) for the brightest candidates, and equals ``dm_trial`` otherwise.
+        (:mod:`cudalab.radio.single_pulse.refine`) for the brightest candidates, and equals ``dm_trial`` otherwise.
     members
         Giants merged into this candidate.
     width_samples

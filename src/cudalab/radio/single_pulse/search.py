@@ -8,21 +8,32 @@ in time, DM trial and width merges them into one candidate, represented by its b
 
 Two paths give the same giants (:func:`search_series`): the torch reference, which materialises the
 normalised series and one S/N array per width, and on a GPU one fused Triton kernel that reads the
-series once and returns only the samples above threshold (:func:`cudalab.radio.kernels.boxcar_hits_triton`).
+series once and returns only the samples above threshold (:func:`cudalab.radio.kernels.launch.boxcar_hits_triton`).
 The peaks of runs are taken on the host from that compact list, the same way for both.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from cudalab.radio.kernels import boxcar_hits_triton
 from cudalab.radio.rfi import MAD_TO_STD, stats_step
+
+Hits = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+"""``(row, t, width index, snr)``: every boxcar above threshold, one entry per hit, in any order."""
+
+
+def boxcar_widths(max_width_s: float, tsamp_s: float) -> list[int]:
+    """Boxcar widths in native samples: 1, 2, 4, ... up to ``max_width_s`` (rounded down to a power of
+    two; at least one sample)."""
+    top = max(1, int(2 ** math.floor(math.log2(max(max_width_s / tsamp_s, 1.0)))))
+    return [2**k for k in range(int(math.log2(top)) + 1)]
 
 
 @dataclass(frozen=True)
@@ -161,9 +172,7 @@ class Giants:
         return len(self.snr)
 
 
-def boxcar_hits(
-    z: torch.Tensor, *, threshold: float, widths: list[int], valid: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def boxcar_hits(z: torch.Tensor, *, threshold: float, widths: list[int], valid: int) -> Hits:
     """Every boxcar above ``threshold``: the torch reference of the fused GPU search.
 
     ``z``: normalised series ``(rows, n)``. A boxcar of width ``w`` starting at column ``t < valid``
@@ -207,8 +216,18 @@ def run_peaks(
     return order[first].astype(np.int64)
 
 
+def boxcar_hits_torch(
+    series: torch.Tensor, baseline: Baseline, *, widths: list[int], threshold: float, valid: int
+) -> Hits:
+    """The torch reference of the boxcar kernel: the series normalised by ``baseline``
+    (:func:`normalise`'s arithmetic), then :func:`boxcar_hits`."""
+    t = torch.arange(series.shape[1], device=series.device)
+    z = (series - baseline.at(t)) * baseline.inv_rms[:, None]
+    return boxcar_hits(z, threshold=threshold, widths=widths, valid=valid)
+
+
 def _giants(
-    hits: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    hits: Hits,
     dm_index: NDArray[np.int64],
     widths: list[int],
     scrunch: int,
@@ -265,105 +284,15 @@ def search_series(
     scrunch: int,
     first_sample: int,
     valid: int,
-    kernel: Literal["torch", "triton"] = "torch",
+    boxcar: Callable[..., Hits] = boxcar_hits_torch,
 ) -> Giants:
     """The single-pulse search of dedispersed series: baseline, noise, boxcars, giants.
 
-    ``torch`` normalises the series (:func:`normalise`) and runs :func:`find_giants`; ``triton`` fits
-    the same baseline (:func:`fit_baseline`) and hands its knots to one fused kernel
-    (:func:`cudalab.radio.kernels.boxcar_hits_triton`) that normalises, filters every width and
-    compacts the hits on the fly, reading the series once. The arguments are those of
-    :func:`find_giants`, with the series and the baseline window instead of the normalised series.
+    Fits the baseline (:func:`fit_baseline`) and hands it, with the raw series, to ``boxcar``: the
+    torch reference, or the fused Triton kernel (:attr:`cudalab.radio.kernels.KernelSet.boxcar`),
+    which normalises, filters every width and compacts the hits on the fly, reading the series once.
+    The other arguments are those of :func:`find_giants`.
     """
-    if kernel == "torch":
-        z = normalise(series, baseline_samples)
-        return find_giants(
-            z,
-            dm_index,
-            threshold=threshold,
-            widths=widths,
-            scrunch=scrunch,
-            first_sample=first_sample,
-            valid=valid,
-        )
     b = fit_baseline(series, baseline_samples)
-    hits = boxcar_hits_triton(
-        series, b.knots, b.chunk, b.inv_rms, widths=widths, threshold=threshold, valid=valid
-    )
+    hits = boxcar(series, b, widths=widths, threshold=threshold, valid=valid)
     return _giants(hits, dm_index, widths, scrunch, first_sample)
-
-
-@dataclass(frozen=True, slots=True)
-class Clusters:
-    """Friends-of-friends groups of giants.
-
-    Attributes
-    ----------
-    best
-        Index (into the giants) of each cluster's brightest member.
-    members
-        Giants per cluster.
-    dm_index_min, dm_index_max, begin, end
-        The cluster's extent in trial index and in native samples.
-    label
-        Cluster of each giant.
-    """
-
-    best: NDArray[np.int64]
-    members: NDArray[np.int64]
-    dm_index_min: NDArray[np.int64]
-    dm_index_max: NDArray[np.int64]
-    begin: NDArray[np.int64]
-    end: NDArray[np.int64]
-    label: NDArray[np.int64]
-
-
-def cluster_giants(
-    giants: Giants, *, time_tol: float = 3.0, dm_tol: int = 20, width_tol: int = 3
-) -> Clusters:
-    """Friends-of-friends: two giants are friends when their times differ by at most ``time_tol`` times
-    the wider boxcar, their trials by at most ``dm_tol``, and their widths by at most ``width_tol``
-    factors of two (heimdall's three separations); clusters are the connected groups.
-    """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-    from scipy.spatial import cKDTree
-
-    n = len(giants)
-    if n == 0:
-        z = np.zeros(0, np.int64)
-        return Clusters(z, z, z, z, z, z, z)
-    logw = np.log2(giants.width).astype(np.float64)
-    wmax = float(giants.width.max())
-    # KD-tree prefilter in Chebyshev distance with the loosest time scale, then the exact test per pair.
-    pts = np.column_stack(
-        [giants.sample / (time_tol * wmax), giants.dm_index / max(dm_tol, 1e-9), logw / max(width_tol, 1e-9)]
-    )
-    pairs = cKDTree(pts).query_pairs(r=1.0, p=np.inf, output_type="ndarray")
-    if len(pairs):
-        i, j = pairs[:, 0], pairs[:, 1]
-        ok = np.abs(giants.sample[i] - giants.sample[j]) <= time_tol * np.maximum(
-            giants.width[i], giants.width[j]
-        )
-        i, j = i[ok], j[ok]
-    else:
-        i = j = np.zeros(0, np.int64)
-    graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
-    ncl, label = connected_components(graph, directed=False)
-    label = label.astype(np.int64)
-    order = np.lexsort((-giants.snr, label))
-    starts = np.r_[0, np.flatnonzero(np.diff(label[order])) + 1]
-    best = order[starts]
-    members = np.bincount(label, minlength=ncl)
-    half = giants.width // 2
-    begin = np.full(ncl, np.iinfo(np.int64).max)
-    end = np.full(ncl, np.iinfo(np.int64).min)
-    np.minimum.at(begin, label, giants.sample - half)
-    np.maximum.at(end, label, giants.sample + half)
-    dmin = np.full(ncl, np.iinfo(np.int64).max)
-    dmax = np.full(ncl, np.iinfo(np.int64).min)
-    np.minimum.at(dmin, label, giants.dm_index)
-    np.maximum.at(dmax, label, giants.dm_index)
-    return Clusters(
-        best, members, dmin, dmax, begin, end, label
-    )  # best[k]: cluster k's brightest (order sorts by label)

@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cudalab.errors import CudalabError
-from cudalab.radio.header import Header
+from cudalab.radio.io.header import Header
 
 #: Seconds per day, for turning STT_IMJD/STT_SMJD/STT_OFFS into an MJD.
 SECONDS_PER_DAY = 86400.0

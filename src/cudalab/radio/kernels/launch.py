@@ -1,4 +1,4 @@
-"""The GPU kernels (Triton) of the search, and the choice between them and the torch references.
+"""The Triton kernels' launchers: argument checks, tile autotuning, grids (the kernels: ``_triton.py``).
 
 **Dedispersion.** One kernel serves the direct method and both stages of the sub-band method:
 
@@ -12,7 +12,7 @@ visited at all (they are left out of ``chan``). ``src`` picks the source row per
 sub-band method reads the sub-band series of each trial's nominal DM.
 
 The channel order is the reference's, so for integer-valued data (8-bit samples, unit weights) the
-result is bit-identical to :func:`cudalab.radio.dedisperse.dedisperse`; otherwise it agrees to float32
+result is bit-identical to :func:`cudalab.radio.dedispersion.direct.dedisperse`; otherwise it agrees to float32
 rounding (the kernel may fuse a multiply-add). On a machine without a GPU, ``TRITON_INTERPRET=1``
 runs the same kernel on CPU tensors (slowly): that is how the CPU test suite checks it.
 
@@ -25,61 +25,20 @@ about 4 bytes per sample, whatever the number of widths.
 Why hand-written: no maintained Python package dedisperses on the GPU from torch tensors (heimdall
 and dedisp are C++/CUDA programs; sigpyproc and your are CPU code), and the sub-band method needs
 the per-trial source row that none of them has.
+
+The choice between these and the torch references is :func:`cudalab.radio.kernels.resolve_kernel`.
 """
 
 from __future__ import annotations
 
-import os
 from functools import cache
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
-from cudalab.radio.dedisperse import LiveChannels
-
-Kernel = Literal["auto", "torch", "triton"]
-KERNELS: tuple[str, ...] = ("auto", "torch", "triton")
-
-
-def interpreting() -> bool:
-    """True when Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1``)."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
-@cache
-def triton_importable() -> bool:
-    """True when Triton is installed (it comes with torch's Linux wheels)."""
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def triton_usable(device: torch.device) -> bool:
-    """Can the Triton kernel run on ``device``: a CUDA device, or the CPU under the interpreter."""
-    if not triton_importable():
-        return False
-    return device.type == "cuda" or (device.type == "cpu" and interpreting())
-
-
-def resolve_kernel(requested: str, device: torch.device) -> Literal["torch", "triton"]:
-    """``auto`` -> ``triton`` where it runs compiled (a CUDA device), else ``torch``.
-
-    Raises ``ValueError`` for an unknown name or ``triton`` where it cannot run.
-    """
-    if requested not in KERNELS:
-        raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, not {requested!r}")
-    if requested == "torch":
-        return "torch"
-    if requested == "auto":
-        return "triton" if device.type == "cuda" and triton_usable(device) else "torch"
-    if not triton_usable(device):
-        why = "Triton is not installed" if not triton_importable() else f"not on {device.type}"
-        raise ValueError(f"the triton kernel cannot run here ({why}); use --kernel torch")
-    return "triton"
-
+from cudalab.radio.dedispersion.direct import LiveChannels
+from cudalab.radio.kernels import interpreting
 
 # Tile shapes tried by the autotuner on a GPU (the first is the interpreter's). Keyed by the powers of
 # two of the trial count and the output length, and by the source-row form: a few tunings per search
@@ -114,7 +73,7 @@ def _autotuned(kernel: Any, configs: list[tuple[dict[str, int], int]], key: list
 @cache
 def _compiled() -> tuple[Any, Any]:
     """(the jitted dedispersion kernel, the autotuned one or None under the interpreter), on first use."""
-    from cudalab.radio._triton import dedisperse_kernel
+    from cudalab.radio.kernels._triton import dedisperse_kernel
 
     configs = [({"BLOCK_DM": bd, "BLOCK_T": bt}, w) for bd, bt, w in _CONFIGS]
     return dedisperse_kernel, _autotuned(dedisperse_kernel, configs, ["dm_class", "size_class", "HAS_SRC"])
@@ -225,7 +184,7 @@ BOXCAR_CAPACITY = 1 << 20
 @cache
 def _compiled_boxcar() -> tuple[Any, Any]:
     """(the jitted boxcar kernel, the autotuned one or None under the interpreter), on first use."""
-    from cudalab.radio._triton import boxcar_kernel
+    from cudalab.radio.kernels._triton import boxcar_kernel
 
     configs = [({"BLOCK_T": bt}, w) for bt, w in _BOXCAR_CONFIGS]
     # reset_to_zero: each timing run starts from no hits
@@ -247,8 +206,8 @@ def boxcar_hits_triton(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The fused search: normalise, boxcar-filter at every width and keep what crosses ``threshold``.
 
-    Equals :func:`cudalab.radio.search.boxcar_hits` on the series normalised by the baseline
-    ``(knots, chunk, inv_rms)`` (:class:`cudalab.radio.search.Baseline`), to float32 rounding (a
+    Equals :func:`cudalab.radio.single_pulse.search.boxcar_hits` on the series normalised by the baseline
+    ``(knots, chunk, inv_rms)`` (:class:`cudalab.radio.single_pulse.search.Baseline`), to float32 rounding (a
     tile's windows are summed in float32 from a scan of at most ``BLOCK_T`` samples; the reference's
     row-long sums are float64). Each program owns one row's tile of ``BLOCK_T`` columns, reads the
     series there once per width (the shifted read hits the cache), computes the baseline from its
@@ -260,11 +219,11 @@ def boxcar_hits_triton(
     series
         ``(rows, n)`` float32 dedispersed series, time contiguous.
     knots, chunk, inv_rms
-        The baseline (:func:`cudalab.radio.search.fit_baseline`).
+        The baseline (:func:`cudalab.radio.single_pulse.search.fit_baseline`).
     widths
         Boxcar widths, powers of two, ascending.
     threshold, valid
-        As for :func:`cudalab.radio.search.find_giants`.
+        As for :func:`cudalab.radio.single_pulse.search.find_giants`.
     capacity
         Room for this many hits at first; more cost one more launch.
 

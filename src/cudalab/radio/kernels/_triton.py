@@ -1,6 +1,6 @@
 """The Triton kernels themselves (imported only when one is launched: Triton is optional).
 
-The functions that launch them, their contracts and their tests are in :mod:`cudalab.radio.kernels`.
+The functions that launch them, their contracts and their tests are in :mod:`cudalab.radio.kernels.launch`.
 """
 
 import triton

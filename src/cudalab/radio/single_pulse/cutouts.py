@@ -21,12 +21,12 @@ import torch
 from numpy.typing import NDArray
 
 from cudalab._io import atomic_open
-from cudalab.radio.candidates import Candidate
 from cudalab.radio.constants import dispersion_delay_s
-from cudalab.radio.dedisperse import dedisperse
-from cudalab.radio.header import Header
-from cudalab.radio.observation import Observation
+from cudalab.radio.dedispersion.direct import dedisperse
+from cudalab.radio.io.header import Header
+from cudalab.radio.io.observation import Observation
 from cudalab.radio.rfi import RfiConfig, clean_block
+from cudalab.radio.single_pulse.candidates import Candidate
 
 #: FETCH's input size.
 SIZE = 256

@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from cudalab._io import atomic_write_bytes
 from cudalab.errors import CudalabError
-from cudalab.radio.header import Header
+from cudalab.radio.io.header import Header
 
 #: Header keys and their binary types: "i" int32, "d" float64, "s" length-prefixed string,
 #: "b" one signed byte (SIGPROC's ``signed``). From SIGPROC's read_header.c, and the keys sigpyproc

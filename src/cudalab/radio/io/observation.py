@@ -1,9 +1,8 @@
-"""``open_observation``: one way in for SIGPROC and PSRFITS data, streamed in overlapping gulps."""
+"""``open_observation``: one way in for SIGPROC and PSRFITS data (streamed in blocks by
+:class:`cudalab.radio.io.stream.BlockStream`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -11,7 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cudalab.errors import CudalabError
-from cudalab.radio.header import Header
+from cudalab.radio.io.header import Header
 
 PSRFITS_SUFFIXES = (".fits", ".sf", ".fit", ".psrfits")
 SIGPROC_SUFFIXES = (".fil", ".tim")
@@ -21,26 +20,6 @@ class _Reader(Protocol):
     header: Header
 
     def read(self, start: int, count: int) -> NDArray[np.float32]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Block:
-    """A stretch of data.
-
-    Attributes
-    ----------
-    start
-        Index of the first sample in the file.
-    data
-        Float32 total intensity.  Shape: ``(nchans, nsamples)``.
-    valid
-        Samples at the head of ``data`` that are new in this block; the rest is the overlap that the
-        next block starts with (the dispersion sweep needs it to finish the last outputs).
-    """
-
-    start: int
-    data: NDArray[np.float32]
-    valid: int
 
 
 class Observation:
@@ -69,23 +48,6 @@ class Observation:
         out[:, lo - start : lo - start + raw.shape[1]] = raw
         return out
 
-    def blocks(self, gulp: int, overlap: int = 0) -> Iterator[Block]:
-        """Stream the file in blocks of ``gulp + overlap`` samples that advance by ``gulp``.
-
-        Each block repeats the last ``overlap`` samples of the previous one's extent, so a stage that
-        needs ``overlap`` samples of look-ahead (dedispersion: the maximum delay) sees every output
-        sample exactly once, in ``block.valid`` outputs per block. Memory: one block.
-        """
-        if gulp < 1 or overlap < 0:
-            raise ValueError(f"gulp must be >= 1 and overlap >= 0, not {gulp}, {overlap}")
-        total = self.header.nsamples
-        start = 0
-        while start < total:
-            data = self._reader.read(start, gulp + overlap)
-            valid = min(gulp, total - start)
-            yield Block(start=start, data=data, valid=valid)
-            start += gulp
-
 
 def open_observation(path: str | Path) -> Observation:
     """Open a SIGPROC (``.fil``, ``.tim``) or PSRFITS search-mode (``.fits``, ``.sf``) file.
@@ -105,11 +67,11 @@ def open_observation(path: str | Path) -> Observation:
     with p.open("rb") as fh:
         head = fh.read(16)
     if head[4:16] == b"HEADER_START":
-        from cudalab.radio.sigproc import SigprocReader
+        from cudalab.radio.io.sigproc import SigprocReader
 
         return Observation(SigprocReader(p))
     if head.startswith(b"SIMPLE  ="):
-        from cudalab.radio.psrfits import PsrfitsReader
+        from cudalab.radio.io.psrfits import PsrfitsReader
 
         return Observation(PsrfitsReader(p))
     if not head:

@@ -1,0 +1,141 @@
+"""A search as a run: its folder, written whole or not at all.
+
+::
+
+    config.toml        the resolved SearchConfig (``--config`` reads it back)
+    manifest.json      kind ``radio-search``, the searched file, environment fingerprint, command line
+    summary.json       candidates, giants, the brightest candidate, wall time, real-time factor
+    candidates.csv     every candidate (and heimdall's .cand); FETCH cutouts in cands/*.h5
+    rfi_mask.json      channels masked at least once
+    search.json        the search's own record: header, plan, memory bound, stage times
+    report.html        the visual report, with plots/
+
+The folder is checked before the search starts (a file in the way, or a folder that cannot be
+written, is refused at once rather than after hours of work), assembled beside its destination and
+renamed into place, so it appears complete or not at all (:func:`cudalab.runs.rundir.staged`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cudalab._io import atomic_write_json
+from cudalab.errors import CudalabError
+from cudalab.radio.io.observation import open_observation
+from cudalab.radio.pipeline.config import SearchConfig
+from cudalab.radio.pipeline.search import Progress, SearchResult, search_file
+from cudalab.radio.single_pulse.candidates import write_candidates
+from cudalab.runs.rundir import MANIFEST, RunDir, check_output_dir, now, staged
+
+KIND = "radio-search"
+#: The files that mark a folder as a previous search's, which a new search may replace.
+OWNED = (MANIFEST, "search.json", "candidates.csv")
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Refuse, before any work, an output folder that a search could not write or must not replace."""
+    try:
+        check_output_dir(out_dir, owned=OWNED)
+    except ValueError as exc:
+        raise CudalabError(f"--out {exc}") from None
+
+
+def search_summary(result: SearchResult) -> dict[str, Any]:
+    """The run's summary.json: what ``cudalab runs list`` and ``runs diff`` show of a search."""
+    best = result.candidates[0] if result.candidates else None
+    return {
+        "kind": KIND,
+        "file": result.header.path,
+        "candidates": len(result.candidates),
+        "giants": len(result.giants),
+        "best_snr": best.snr if best else None,
+        "best_dm": best.dm if best else None,
+        "best_time_s": best.time_s if best else None,
+        "dm_trials": len(result.plan.dms),
+        "masked_channels": len(result.masked_channels),
+        "seconds": round(result.seconds, 3),
+        "realtime_factor": round(result.realtime_factor, 4),
+        "device": result.device,
+        "kernel": result.kernel,
+        "headline": {
+            "metric": "candidates",
+            "value": len(result.candidates),
+            "unit": f"(best S/N {best.snr:.1f} at DM {best.dm:.1f})" if best else "",
+        },
+    }
+
+
+def run_search(
+    path: str | Path,
+    out_dir: str | Path,
+    cfg: SearchConfig,
+    progress: Progress | None = None,
+    truth: dict[str, Any] | None = None,
+) -> SearchResult:
+    """Search ``path`` and write the run folder ``out_dir`` (see the module)."""
+    from cudalab.env.fingerprint import fingerprint
+    from cudalab.radio.report import write_report
+    from cudalab.radio.single_pulse.cutouts import make_cutout, write_fetch_h5
+
+    out = Path(out_dir)
+    check_out_dir(out)
+    started = now()
+    result = search_file(path, cfg, progress)
+    with staged(out, owned=OWNED) as stage:
+        run = RunDir(stage)
+        run.start(
+            cfg,
+            kind=KIND,
+            subject=Path(result.header.path).name,
+            seed=None,
+            environment=fingerprint(),
+            run_id=out.name,
+            started_at=started,
+            extra={"file": str(path), "device": result.device, "kernel": result.kernel},
+        )
+        write_candidates(stage, result.candidates)
+        obs = open_observation(path)
+        device = torch.device(result.device)
+        cutouts = {}
+        top = result.candidates[: cfg.cutouts]
+        for i, cand in enumerate(top):
+            cut = make_cutout(obs, cand, k_dm=cfg.k_dm, rfi=cfg.rfi, device=device)
+            cand_id = f"cand_{i:04d}_t{cand.time_s:.4f}_dm{cand.dm:.1f}_snr{cand.snr:.1f}"
+            write_fetch_h5(stage / "cands" / f"{cand_id}.h5", cut, cand, result.header, cand_id)
+            cutouts[i] = cut
+            if progress is not None:
+                progress("cutouts", i + 1, len(top))
+        atomic_write_json(
+            stage / "rfi_mask.json",
+            {
+                "masked_channels": result.masked_channels,
+                "mean_masked_fraction": result.mask_fraction,
+                "freqs_mhz": [float(f) for f in result.header.freqs_mhz[result.masked_channels]],
+            },
+        )
+        atomic_write_json(
+            stage / "search.json",
+            {
+                "file": str(path),
+                "header": result.header.summary(),
+                "plan": result.plan.summary(),
+                "config": asdict(cfg),
+                "device": result.device,
+                "kernel": result.kernel,
+                "memory_bound_bytes": result.memory.summary(),
+                "peak_device_bytes": result.peak_device_bytes,
+                "seconds": result.seconds,
+                "realtime_factor": result.realtime_factor,
+                "stages_s": result.stages,
+                "giants": len(result.giants),
+                "candidates": len(result.candidates),
+                "time_reference": f"centre of the highest channel, {result.header.fmax_mhz:.6f} MHz",
+            },
+        )
+        write_report(stage, result, cutouts, truth=truth)
+        run.finish(search_summary(result))
+    return result

@@ -1,0 +1,145 @@
+"""A search is a run: config and manifest, ``cudalab runs`` beside training runs, --config/--set,
+early refusals, and outputs unchanged by the run layer (the demo's candidates, recorded before it)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from cudalab.cli import main
+from cudalab.errors import ExitCode
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def obs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 s, 64 channels of noise with three bright bursts."""
+    fil = tmp_path_factory.mktemp("obs") / "obs.fil"
+    args = ["--preset", "noise", "--bursts", "3", "--nchans", "64", "--duration", "3", "--dm-max", "300"]
+    assert main(["radio", "simulate", str(fil), *args, "--snr-min", "15", "--seed", "5"]) == ExitCode.OK
+    return fil
+
+
+def _search(obs: Path, *args: str) -> list[str]:
+    return ["radio", "search", str(obs), "--dm-max", "400", "--device", "cpu", "--cutouts", "1", *args]
+
+
+def test_a_search_is_a_run_listed_beside_training_runs(
+    obs: Path, shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = str(tmp_path)
+    assert main(_search(obs, "--runs", runs, "--run-id", "a")) == ExitCode.OK
+    assert (
+        main(_search(obs, "--runs", runs, "--run-id", "b", "--set", "snr_threshold=7", "--no-zero-dm")) == 0
+    )
+    graph = ["train", "graph", "--data-root", str(shared_data / "planetoid"), "--runs", runs, "--epochs", "3"]
+    assert main([*graph, "--run-id", "g", "--no-progress", "--set", "train.tensorboard=false"]) == ExitCode.OK
+    capsys.readouterr()
+    folder = tmp_path / "radio-search" / "a"
+    assert {"config.toml", "manifest.json", "summary.json", "candidates.csv", "report.html"} <= {
+        p.name for p in folder.iterdir()
+    }
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["kind"] == "radio-search" and manifest["subject"] == "obs.fil"
+    assert manifest["status"] == "finished" and manifest["run_id"] == "a"
+    assert manifest["environment"]["torch"]["version"]  # the environment, as every run records it
+    assert not list(tmp_path.glob("radio-search/.*"))  # no staging folder left behind
+
+    assert main(["runs", "list", "--runs", runs, "--json"]) == 0
+    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["kind"], r["run_id"], r["status"]) for r in listed] == [
+        ("radio-search", "a", "finished"),
+        ("radio-search", "b", "finished"),
+        ("graph", "g", "finished"),
+    ]
+    assert listed[0]["subject"] == "obs.fil" and listed[0]["headline"].startswith("candidates ")
+    assert listed[2]["subject"] == "gcn on Cora" and listed[2]["headline"].startswith("test_acc ")
+    assert main(["runs", "list", "--runs", runs]) == 0
+    table = capsys.readouterr().out
+    assert "radio-search" in table and "graph" in table
+
+    assert main(["runs", "diff", "a", "b", "--runs", runs, "--json"]) == 0
+    diff = json.loads(capsys.readouterr().out)
+    assert diff["config"] == {"snr_threshold": [6.0, 7.0], "rfi.zero_dm": [True, False]}
+    assert diff["kinds"] == ["radio-search", "radio-search"] and "candidates" in diff["metrics"]
+    assert main(["runs", "show", "radio-search/a", "--runs", runs]) == 0
+    assert "obs.fil" in capsys.readouterr().out
+
+
+def test_the_search_config_prints_reads_back_and_takes_overrides(
+    obs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(_search(obs, "--print-config", "--snr", "8", "--set", "rfi.window=17")) == 0
+    printed = capsys.readouterr().out
+    assert "snr_threshold = 8.0" in printed and "[rfi]" in printed and "window = 17" in printed
+    assert "dm_max = 400.0" in printed and 'device = "cpu"' in printed
+    (tmp_path / "s.toml").write_text(printed)
+    assert main(["radio", "search", str(obs), "--config", str(tmp_path / "s.toml"), "--print-config"]) == 0
+    assert capsys.readouterr().out == printed
+    # a flag not given keeps the config file's value; one given wins over it; --set wins over both
+    assert (
+        main(
+            [
+                "radio",
+                "search",
+                str(obs),
+                "--config",
+                str(tmp_path / "s.toml"),
+                "--snr",
+                "9",
+                "--print-config",
+            ]
+        )
+        == 0
+    )
+    assert "snr_threshold = 9.0" in capsys.readouterr().out
+    args = ["--config", str(tmp_path / "s.toml"), "--snr", "9", "--set", "snr_threshold=10", "--print-config"]
+    assert main(["radio", "search", str(obs), *args]) == 0
+    assert "snr_threshold = 10.0" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--out", "{tmp}/file"], "exists and is not a folder"),
+        (["--out", "/proc/cudalab-out"], "cannot write in /proc"),
+        (["--out", "{tmp}/o", "--run-id", "x"], "give one"),
+        (["--run-id", "../up", "--runs", "{tmp}"], "a run id is a name"),
+        (["--out", "{tmp}/o", "--truth", "{tmp}/truth.json"], "not a truth table (no header object)"),
+        (["--out", "{tmp}/o", "--set", "dm_max=inf"], "dm_max must be a finite number"),
+        (["--out", "{tmp}/o", "--set", "rfi.windw=3"], "unknown config key 'rfi.windw'"),
+        (["--out", "{tmp}/o", "--max-width-ms", "nan"], "max_width_s must be a finite number"),
+        (["--out", "{tmp}/o", "--config", "{tmp}"], "is a folder, not a config file"),
+    ],
+)
+def test_bad_outputs_and_options_are_refused_before_any_work(
+    args: list[str], message: str, obs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "file").write_text("")
+    (tmp_path / "truth.json").write_text('{"pulses": []}')
+    argv = ["radio", "search", str(obs), *[a.format(tmp=tmp_path) for a in args]]
+    t0 = time.perf_counter()
+    assert main(argv) == ExitCode.USAGE
+    assert time.perf_counter() - t0 < 2.0  # refused at the door, not after a search
+    err = capsys.readouterr().err
+    assert err.startswith("cudalab: error:") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o.*"))
+
+
+def test_the_demo_finds_what_it_found_before_the_run_layer(tmp_path: Path) -> None:
+    """The run layer's refactor (issue 13) changed no candidate: the demo's candidates.csv equals the
+    one recorded before it (tests/golden/), floats to 1e-6 relative (another CPU may round otherwise)."""
+    assert main(["radio", "demo", "--out", str(tmp_path), "--device", "cpu"]) == ExitCode.OK
+    got = list(csv.DictReader((tmp_path / "search" / "candidates.csv").open()))
+    want = list(csv.DictReader((REPO / "tests" / "golden" / "demo_candidates.csv").open()))
+    assert len(got) == len(want) and got[0].keys() == want[0].keys()
+    for g, w in zip(got, want, strict=True):
+        for key in w:
+            assert float(g[key]) == pytest.approx(float(w[key]), rel=1e-6), (key, g, w)
+    manifest = json.loads((tmp_path / "search" / "manifest.json").read_text())
+    assert manifest["kind"] == "radio-search" and manifest["subject"] == "demo.fil"
