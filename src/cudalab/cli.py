@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +21,7 @@ from cudalab import __version__
 from cudalab._console import command_group
 from cudalab._console import stdout_console as _console
 from cudalab._io import atomic_write_json
+from cudalab.env.device import DeviceChoice
 from cudalab.errors import CudalabError, ExitCode
 
 app = command_group("cudalab", "A reproducible PyTorch-CUDA research environment.")
@@ -111,14 +111,6 @@ def doctor(
 # --------------------------------------------------------------------------------------------------
 
 
-class BenchDevice(StrEnum):
-    """Where ``cudalab bench`` measures."""
-
-    auto = "auto"
-    cuda = "cuda"
-    cpu = "cpu"
-
-
 @app.command()
 def bench(
     quick: Annotated[bool, typer.Option("--quick", help="Small sizes: a few seconds.")] = False,
@@ -127,8 +119,8 @@ def bench(
         Path | None, typer.Option("--output", "-o", help="Also save the JSON to this file.")
     ] = None,
     device: Annotated[
-        BenchDevice, typer.Option("--device", help="auto: the GPU when one is usable.")
-    ] = BenchDevice.auto,
+        DeviceChoice, typer.Option("--device", help="auto: the GPU when one is usable.")
+    ] = DeviceChoice.auto,
 ) -> None:
     """Measure what the GPU (or CPU) delivers against its datasheet peak."""
     from cudalab.env.bench import full_config, quick_config, run_bench

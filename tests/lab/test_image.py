@@ -170,12 +170,13 @@ def test_compose_reserves_gpus_and_persists_state() -> None:
     assert "no-new-privileges:true" in lab["security_opt"] and lab["cap_drop"] == ["ALL"]
 
 
-def test_readme_names_each_variant_and_its_minimum_driver() -> None:
-    readme = (REPO / "README.md").read_text()
+def test_the_docs_name_each_variant_and_its_minimum_driver() -> None:
+    docs = (REPO / "docs" / "lab.md").read_text()
     for variant in cuda_compat.IMAGE_VARIANTS:
         major, minor = cuda_compat.cuda_of_variant(variant)
         driver = cuda_compat.MIN_DRIVER[(major, minor)]
-        assert re.search(rf"{variant}\b.*{re.escape(driver)}", readme), f"README: {variant} needs >= {driver}"
+        assert re.search(rf"{variant}\b.*{re.escape(driver)}", docs), f"docs/lab.md: {variant} needs >= {driver}"
+        assert variant in (REPO / "README.md").read_text()
 
 
 def _docker_works() -> str | None:

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -396,29 +399,47 @@ def simulate(
             ]
         patches += rp
 
-    with atomic_open(out) as fh:
-        fh.write(encode_header(header, header.extra))
-        for i, start in enumerate(range(0, nsamples, block)):
-            n = min(block, nsamples - start)
-            if background is not None:
-                data = _tiled(background, start, n)
+    def block_bytes(i: int) -> bytes:
+        """Block ``i`` as stored: noise (its own random stream) or background, plus the pulses and RFI
+        that overlap it. Blocks are independent, so several are made at once in threads (NumPy's
+        generators and array arithmetic release the GIL) and written in order: the same bytes for a
+        seed whatever the number of threads."""
+        start = i * block
+        n = min(block, nsamples - start)
+        if background is not None:
+            data = _tiled(background, start, n)
+        else:
+            brng = np.random.default_rng([cfg.seed, 1, i])  # one stream per block: same file for a seed
+            data = brng.standard_normal((header.nchans, n), dtype=np.float32)
+        for q in patches:
+            lo, hi = max(start, q.t0), min(start + n, q.t0 + q.values.shape[1])
+            if lo < hi:
+                c0, c1 = q.chan0, q.chan0 + q.values.shape[0]
+                data[c0:c1, lo - start : hi - start] += q.values[:, lo - q.t0 : hi - q.t0]
+        if background is None and header.nbits <= 16:
+            if header.nbits < 8:  # centre the few levels on the noise, +-2 sigma across them
+                levels = (1 << header.nbits) - 1
+                data = data * (levels / 4) + levels / 2
             else:
-                brng = np.random.default_rng([cfg.seed, 1, i])  # one stream per block: same file for a seed
-                data = brng.standard_normal((header.nchans, n), dtype=np.float32)
-            for q in patches:
-                lo, hi = max(start, q.t0), min(start + n, q.t0 + q.values.shape[1])
-                if lo < hi:
-                    c0, c1 = q.chan0, q.chan0 + q.values.shape[0]
-                    data[c0:c1, lo - start : hi - start] += q.values[:, lo - q.t0 : hi - q.t0]
-            if background is None and header.nbits <= 16:
-                if header.nbits < 8:  # centre the few levels on the noise, +-2 sigma across them
-                    levels = (1 << header.nbits) - 1
-                    data = data * (levels / 4) + levels / 2
-                else:
-                    data = cfg.level + cfg.sigma * data
-            fh.write(encode_samples(data, header))
+                data = cfg.level + cfg.sigma * data
+        return encode_samples(data, header)
+
+    nblocks = -(-nsamples // block)
+    # blocks in flight: each holds a float32 block (4 x nchans x block bytes) until written
+    window = max(1, min(os.cpu_count() or 1, 8, nblocks))
+    with atomic_open(out) as fh, ThreadPoolExecutor(max_workers=window) as pool:
+        fh.write(encode_header(header, header.extra))
+        pending: deque[Future[bytes]] = deque()
+        for i in range(nblocks):
+            pending.append(pool.submit(block_bytes, i))
+            if len(pending) >= window:
+                fh.write(pending.popleft().result())
             if progress is not None:
-                progress(min(start + n, nsamples), nsamples)
+                progress(min(max(0, i + 1 - len(pending)) * block, nsamples), nsamples)
+        while pending:
+            fh.write(pending.popleft().result())
+        if progress is not None:
+            progress(nsamples, nsamples)
     truth = truth_table(cfg, header.with_(path=str(out)), pulses, kinds)
     atomic_write_json(out.with_suffix(".truth.json"), truth)
     atomic_write_text(out.with_suffix(".truth.csv"), _truth_csv(truth))
