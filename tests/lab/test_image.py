@@ -175,7 +175,9 @@ def test_the_docs_name_each_variant_and_its_minimum_driver() -> None:
     for variant in cuda_compat.IMAGE_VARIANTS:
         major, minor = cuda_compat.cuda_of_variant(variant)
         driver = cuda_compat.MIN_DRIVER[(major, minor)]
-        assert re.search(rf"{variant}\b.*{re.escape(driver)}", docs), f"docs/lab.md: {variant} needs >= {driver}"
+        assert re.search(rf"{variant}\b.*{re.escape(driver)}", docs), (
+            f"docs/lab.md: {variant} needs >= {driver}"
+        )
         assert variant in (REPO / "README.md").read_text()
 
 
