@@ -13,7 +13,7 @@ CUDA_VARIANT  ?= cu128
 EXTRAS        ?= radio,graph,lab
 IMAGE         ?= cudalab:$(VERSION)-torch$(word 1,$(subst ., ,$(TORCH_VERSION))).$(word 2,$(subst ., ,$(TORCH_VERSION)))-$(CUDA_VARIANT)
 
-.PHONY: demo test lint bench-doctor clean constraints image image-check ssh-tools
+.PHONY: demo test lint bench-doctor gpu-check clean constraints image image-check ssh-tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,13 @@ lint: $(VENV)/.installed-dev
 
 bench-doctor: $(VENV)/.installed
 	$(BIN)/python benchmarks/doctor_latency.py
+
+# The GPU acceptance run on a machine with a usable GPU: every GPU test and benchmark within a budget
+# (BUDGET seconds, 480 by default); results in OUT/gpu_check.{json,md} and OUT/logs/.
+OUT    ?= gpu-check
+BUDGET ?= 480
+gpu-check: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/gpu_check.py --out $(OUT) --budget-s $(BUDGET)
 
 # Rewrite constraints.txt from .venv (after changing a dependency): every package pinned except the
 # CUDA runtime wheels, which follow the torch build (the image's CUDA_VARIANT) rather than the venv.

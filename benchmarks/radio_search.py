@@ -10,18 +10,22 @@ page cache, and searched (file -> candidates) with every method in the same run:
 - on a GPU also ``direct-triton`` and ``subband-triton``: the same on the Triton kernel
   (``cudalab.radio.kernels.launch``), the fast path.
 
-Every method is run once on a short file first, so Triton's compilation and autotuning (once per
-process) are not timed. Each record also gives the search's memory bound and, on a GPU, its
-measured peak of device memory.
+The Triton methods are run once on a file of one block first, so their compilation and autotuning
+(once per process) are not timed. The methods run fastest first and each prints its record as soon as
+it is done, so a run cut short by a time limit keeps what it measured (the naive reference, slowest,
+comes last). Each record also gives the search's memory bound and, on a GPU, its measured peak of
+device memory.
 
 Printed per case and method, as JSON lines: ``realtime_factor_dedisp`` (observation seconds per
-second of dedispersion), ``realtime_factor_search`` (end to end), ``naive_realtime_factor`` (the naive
-method's end-to-end factor in the same run) and the ratio to it, channel-adds per second of data, the
+second of dedispersion), ``realtime_factor_search`` (end to end), channel-adds per second of data, the
 brute-force floor (the naive method's adds over the FP32 rate: datasheet peak on a known GPU, marked
 as such, since a measured add rate is not taken yet), and ``recall`` (injected bursts of S/N >= 10
-found at a DM within max(1, 1 %)). Then a short table.
+found at a DM within max(1, 1 %)). Once the naive method has run, one ``radio_search_vs_naive``
+record per method gives the naive factor measured in the same run and the ratio to it. Then a
+short table.
 
     python benchmarks/radio_search.py                 # FAST-like 4096 ch and a 1024-ch case (GPU machine)
+    python benchmarks/radio_search.py --case fast     # the FAST-like beam only (the GPU acceptance)
     python benchmarks/radio_search.py --quick         # small case, seconds on a CPU (keeps the script tested)
 """
 
@@ -33,13 +37,16 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from cudalab.radio.dedispersion.plan import make_plan
 from cudalab.radio.dedispersion.subband import plan_subbands
 from cudalab.radio.evaluate import recovery
+from cudalab.radio.io.header import Header
 from cudalab.radio.pipeline.config import SearchConfig
+from cudalab.radio.pipeline.memory import block_geometry
 from cudalab.radio.pipeline.search import search_file
 from cudalab.radio.simulate import SimConfig, planned_header, random_bursts, simulate
 
@@ -53,13 +60,20 @@ class Case:
     subbands: int
 
 
-def cases(quick: bool, duration_s: float | None) -> list[Case]:
+CASES = ("fast", "lband")
+
+
+def cases(quick: bool, duration_s: float | None, names: tuple[str, ...] = CASES) -> list[Case]:
     if quick:
         sim = SimConfig(nchans=128, tsamp_s=256e-6, fch1_mhz=1500.0, foff_mhz=-300.0 / 128, duration_s=5.0)
         return [Case("quick-128ch", sim, 400.0, 4, 16)]
     fast = SimConfig(nchans=4096, tsamp_s=49.152e-6, fch1_mhz=1500.0, foff_mhz=-500.0 / 4096, duration_s=60.0)
     lband = SimConfig(nchans=1024, tsamp_s=64e-6, fch1_mhz=1500.0, foff_mhz=-300.0 / 1024, duration_s=60.0)
-    out = [Case("fast-4096ch", fast, 3000.0, 40, 128), Case("lband-1024ch", lband, 2000.0, 40, 64)]
+    known = {
+        "fast": Case("fast-4096ch", fast, 3000.0, 40, 128),
+        "lband": Case("lband-1024ch", lband, 2000.0, 40, 64),
+    }
+    out = [known[n] for n in names]
     if duration_s:
         out = [replace(c, sim=replace(c.sim, duration_s=duration_s)) for c in out]
     return out
@@ -93,7 +107,7 @@ def fp32_adds_per_second(device: str) -> tuple[float | None, str]:
     return peaks.fp32_tflops * 1e12 / 2, f"datasheet FP32 of {name} (not measured)"
 
 
-def run_case(case: Case, workdir: Path, device: str, seed: int) -> list[dict[str, object]]:
+def run_case(case: Case, workdir: Path, device: str, seed: int) -> list[dict[str, Any]]:
     rng = np.random.default_rng(seed)
     header = planned_header(case.sim)
     bursts = random_bursts(
@@ -109,22 +123,23 @@ def run_case(case: Case, workdir: Path, device: str, seed: int) -> list[dict[str
     truth = simulate(replace(case.sim, bursts=tuple(bursts), seed=seed), path)
     path.read_bytes()  # into the page cache: the search is timed from memory, not from the disk
     base = SearchConfig(dm_max=case.dm_max, device=device, cutouts=0, refine=0, kernel="torch")  # type: ignore[arg-type]
-    methods = {
-        "naive": replace(base, scrunch=False),
-        "direct": base,
-        "subband": replace(base, subbands=case.subbands),
-    }
     resolved = device if device != "auto" else _auto()
+    methods: dict[str, SearchConfig] = {}  # fastest first: a run cut short keeps what it measured
     if resolved.startswith("cuda"):
-        methods["direct-triton"] = replace(base, kernel="triton")
         methods["subband-triton"] = replace(base, subbands=case.subbands, kernel="triton")
-    warm = workdir / f"{case.name}-warmup.fil"
-    simulate(replace(case.sim, duration_s=min(case.sim.duration_s, 15.0), bursts=(), seed=seed + 1), warm)
-    for cfg in methods.values():
-        search_file(warm, cfg)
+        methods["direct-triton"] = replace(base, kernel="triton")
+    methods["subband"] = replace(base, subbands=case.subbands)
+    methods["direct"] = base
+    methods["naive"] = replace(base, scrunch=False)
+    triton = [cfg for name, cfg in methods.items() if name.endswith("-triton")]
+    if triton:  # compile and autotune on blocks of the timed run's sizes: one block and a bit
+        warm = workdir / f"{case.name}-warmup.fil"
+        warm_s = min(case.sim.duration_s, _one_block_s(triton[-1], header) * 1.1)
+        simulate(replace(case.sim, duration_s=warm_s, bursts=(), seed=seed + 1), warm)
+        for cfg in triton:
+            search_file(warm, cfg)
     floor_rate, floor_source = fp32_adds_per_second(resolved)
-    records: list[dict[str, object]] = []
-    naive_factor = None
+    records: list[dict[str, Any]] = []
     naive_adds = adds_per_second(case, "naive")
     for method, cfg in methods.items():
         t0 = time.perf_counter()
@@ -132,8 +147,6 @@ def run_case(case: Case, workdir: Path, device: str, seed: int) -> list[dict[str
         seconds = time.perf_counter() - t0
         rows = recovery(res.candidates, truth, snr_min=10.0)["rows"]
         factor = header.duration_s / seconds
-        if method == "naive":
-            naive_factor = factor
         adds = adds_per_second(case, method.removesuffix("-triton"))
         records.append(
             {
@@ -149,8 +162,6 @@ def run_case(case: Case, workdir: Path, device: str, seed: int) -> list[dict[str
                 "dm_max": float(res.plan.dms[-1]),
                 "realtime_factor_dedisp": header.duration_s / max(res.stages.get("dedisperse", 0.0), 1e-9),
                 "realtime_factor_search": factor,
-                "naive_realtime_factor": naive_factor,
-                "ratio_to_naive": factor / naive_factor if naive_factor else None,
                 "stages_s": {k: round(v, 4) for k, v in res.stages.items()},
                 "adds_per_s_of_data": adds,
                 "floor_realtime_factor": floor_rate / naive_adds if floor_rate else None,
@@ -165,7 +176,38 @@ def run_case(case: Case, workdir: Path, device: str, seed: int) -> list[dict[str
             }
         )
         print(json.dumps(records[-1]), flush=True)
+    naive = next(r for r in records if r["method"] == "naive")
+    for r in records:
+        r["naive_realtime_factor"] = naive["realtime_factor_search"]
+        r["ratio_to_naive"] = r["realtime_factor_search"] / naive["realtime_factor_search"]
+        keys = (
+            "config",
+            "method",
+            "device",
+            "realtime_factor_search",
+            "naive_realtime_factor",
+            "ratio_to_naive",
+        )
+        vs = {k: r[k] for k in keys}
+        print(json.dumps({"benchmark": "radio_search_vs_naive", **vs}), flush=True)
     return records
+
+
+def _one_block_s(cfg: SearchConfig, h: Header) -> float:
+    """Seconds of data in one block of ``cfg``'s search of a file like ``h`` (gulp plus overlap)."""
+    plan = make_plan(
+        h,
+        cfg.dm_min,
+        cfg.dm_max,
+        tolerance=cfg.dm_tolerance,
+        pulse_width_us=cfg.pulse_width_us,
+        scrunch=cfg.scrunch,
+        scrunch_tolerance=cfg.scrunch_tolerance,
+        max_scrunch=cfg.max_scrunch,
+        k_dm=cfg.k_dm,
+    )
+    gulp, overlap = block_geometry(plan, cfg.gulp, cfg.max_width_s, h.tsamp_s, [])
+    return (gulp + overlap) * h.tsamp_s
 
 
 def _auto() -> str:
@@ -177,13 +219,14 @@ def _auto() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="A small case, seconds on a CPU.")
+    ap.add_argument("--case", action="append", choices=CASES, help="Only these cases (repeatable).")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--duration", type=float, default=None, help="Seconds per file (default 60).")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="cudalab-radio-search-") as tmp:
-        for case in cases(args.quick, args.duration):
+        for case in cases(args.quick, args.duration, tuple(args.case or CASES)):
             rows += run_case(case, Path(tmp), args.device, args.seed)
     print(
         f"\n{'config':<14} {'method':<14} {'device':<6} {'x RT dedisp':>11} {'x RT search':>11} {'vs naive':>8} "
