@@ -161,6 +161,12 @@ def write_report(
             f"{len(result.masked_channels)} channels masked at least once; mean masked fraction "
             f"{100 * result.mask_fraction:.1f} %; zero-DM {'on' if result.config.rfi.zero_dm else 'off'}",
         ),
+        (
+            "non-finite samples",
+            f"{result.nonfinite_samples} NaN or infinite samples, each set to its channel's median (searched as absent)"
+            if result.nonfinite_samples
+            else "none",
+        ),
         ("times refer to", f"the centre of the highest channel, {h.fmax_mhz:.4f} MHz"),
         (
             "device / wall time",

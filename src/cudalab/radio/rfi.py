@@ -9,6 +9,7 @@ cleaned array, and the masks are saved with the results.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -149,9 +150,53 @@ class RfiConfig:
             raise ValueError(f"window must be >= 3 channels, not {self.window}")
 
 
+#: A channel is masked outright when more than this fraction of its samples in a block are not finite.
+DEAD_FRACTION = 0.5
+
+
+class Cleaned(NamedTuple):
+    """What :func:`clean_block` returns."""
+
+    data: torch.Tensor
+    """``(nchans, ntime)``: each channel at zero median and unit robust std; masked channels and
+    non-finite samples 0."""
+    mask: torch.Tensor
+    """``(nchans,)`` bool, True = masked."""
+    nonfinite: int
+    """Samples that were NaN or infinite (set to their channel's median, so they add nothing)."""
+
+
+def fill_nonfinite(x: torch.Tensor, counted: int | None = None) -> tuple[int, torch.Tensor]:
+    """Replace NaN and infinite samples of ``x`` (in place) by their channel's median of finite ones.
+
+    Returns how many there were among the first ``counted`` samples of each channel (all by default;
+    a search counts a block's new samples only, so the overlap is counted once) and the channels more
+    than :data:`DEAD_FRACTION` of whose samples were (``(nchans,)`` bool: masked by the caller). The
+    count costs one device sync per call: the statistics that follow would all be NaN otherwise.
+    Temporaries: :data:`CHANNEL_CHUNK` rows.
+    """
+    counts = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
+    head = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
+    for lo, rows in zip(range(0, x.shape[0], CHANNEL_CHUNK), _chunks(x), strict=True):
+        bad = ~torch.isfinite(rows)
+        counts[lo : lo + rows.shape[0]] = bad.sum(dim=1)
+        head[lo : lo + rows.shape[0]] = bad[:, :counted].sum(dim=1)
+    any_bad, total = (int(v) for v in torch.stack([counts.sum(), head.sum()]).tolist())  # the one sync
+    if any_bad == 0:  # almost every block
+        return 0, torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    step = stats_step(x.shape[1])
+    for rows in _chunks(x):
+        bad = ~torch.isfinite(rows)
+        rows.masked_fill_(bad, float("nan"))
+        med = rows[:, ::step].nanmedian(dim=1, keepdim=True).values
+        med = torch.nan_to_num(med, nan=0.0)  # a channel with no finite sample: 0
+        rows.copy_(torch.where(bad, med, rows))
+    return total, counts > DEAD_FRACTION * x.shape[1]
+
+
 def clean_block(
-    data: torch.Tensor, cfg: RfiConfig, *, inplace: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
+    data: torch.Tensor, cfg: RfiConfig, *, inplace: bool = False, counted: int | None = None
+) -> Cleaned:
     """Normalise each channel, mask bad channels, subtract zero-DM.
 
     Order matters: the mean/std outlier test runs on the raw data (normalising would erase a carrier's
@@ -159,18 +204,25 @@ def clean_block(
     *every* channel and would otherwise mask the whole band); the final zero-DM series is recomputed
     from the unmasked channels only.
 
-    Returns ``(cleaned, mask)``: cleaned ``(nchans, ntime)``, each channel at zero median and unit
-    robust std (median and MAD of at most :data:`STATS_SAMPLES` evenly spaced samples; so every
-    channel weighs the same whatever its gain), masked channels set to 0; and the
-    bool mask ``(nchans,)``, True = masked.
+    NaN and infinite samples (a corrupt float file, a flagged PSRFITS row) are first set to their
+    channel's median (:func:`fill_nonfinite`), which normalises to about 0: the rest of the block is
+    cleaned and searched as if they were not there, and they are counted. A channel mostly
+    non-finite is masked.
+
+    Returns :class:`Cleaned`: the data, each channel at zero median and unit robust std (median and
+    MAD of at most :data:`STATS_SAMPLES` evenly spaced samples; so every channel weighs the same
+    whatever its gain), masked channels set to 0; the bool mask ``(nchans,)``, True = masked; and the
+    count of non-finite samples (among the first ``counted`` of each channel, as
+    :func:`fill_nonfinite` counts them).
 
     Memory: the block itself (``inplace=True`` cleans it where it lies: the search's own blocks) or one
     copy, plus temporaries of :data:`CHANNEL_CHUNK` rows.
     """
-    mask = torch.zeros(data.shape[0], dtype=torch.bool, device=data.device)
-    if cfg.mad_threshold > 0:
-        mask |= channel_mask_mad(data, cfg.mad_threshold, cfg.window)
     x = data if inplace else data.clone()
+    nonfinite, dead = fill_nonfinite(x, counted)
+    mask = dead
+    if cfg.mad_threshold > 0:
+        mask |= channel_mask_mad(x, cfg.mad_threshold, cfg.window)
     step = stats_step(x.shape[1])
     for rows in _chunks(x):
         some = rows[:, ::step]  # robust statistics from at most STATS_SAMPLES per channel
@@ -189,4 +241,4 @@ def clean_block(
         good = (~mask).sum().clamp_min(1)
         x.sub_(x.sum(dim=0, keepdim=True) / good)
         x[mask] = 0.0
-    return x, mask
+    return Cleaned(x, mask, nonfinite)

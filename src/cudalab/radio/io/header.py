@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -24,6 +25,17 @@ def sigproc_angle_deg(packed: float, *, hours: bool) -> float:
     seconds = v - whole * 10000 - minutes * 100
     value = whole + minutes / 60 + seconds / 3600
     return sign * value * (15.0 if hours else 1.0)
+
+
+#: Sanity limits of a header, far outside any real instrument: a value past them is a corrupt or
+#: foreign file, not an observation. 0.1 MHz lies far below the ionospheric cut-off (about 10 MHz,
+#: where LOFAR's lowest band starts), 1 THz above any radio receiver; 2^20 channels; 100 s a sample.
+MIN_FREQ_MHZ = 0.1
+MAX_FREQ_MHZ = 1e6
+MAX_CHANNELS = 1 << 20
+MAX_TSAMP_S = 100.0
+#: The header keys the fields are read from, for messages that name what the file says.
+_KEYS = {"tsamp_s": "tsamp", "fch1_mhz": "fch1", "foff_mhz": "foff", "tstart_mjd": "tstart", "refdm": "refdm"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +65,7 @@ class Header:
     source_name
         Source name as recorded.
     data_type
-        SIGPROC data type: 1 filterbank, 2 time series.
+        SIGPROC data type: 1 (or 0, as some writers put it) filterbank, 2 time series.
     npol_stored
         Polarisation products in the file (after reading, data are total intensity).
     signed
@@ -82,18 +94,31 @@ class Header:
 
     def __post_init__(self) -> None:
         where = self.path or "header"
-        if self.nchans < 1:
-            raise ValueError(f"{where}: nchans must be >= 1, not {self.nchans}")
-        if not self.tsamp_s > 0:
-            raise ValueError(f"{where}: tsamp must be > 0 s, not {self.tsamp_s}")
+        for name in ("tsamp_s", "fch1_mhz", "foff_mhz", "tstart_mjd", "refdm"):
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                raise ValueError(f"{where}: {_KEYS[name]} is {value}, not a finite number")
+        if not 1 <= self.nchans <= MAX_CHANNELS:
+            raise ValueError(f"{where}: nchans must be 1 to {MAX_CHANNELS}, not {self.nchans}")
+        if not 0 < self.tsamp_s <= MAX_TSAMP_S:
+            raise ValueError(f"{where}: tsamp must be > 0 and <= {MAX_TSAMP_S:g} s, not {self.tsamp_s}")
         if self.nbits not in (1, 2, 4, 8, 16, 32):
             raise ValueError(f"{where}: nbits must be 1, 2, 4, 8, 16 or 32, not {self.nbits}")
         if self.nsamples < 0:
             raise ValueError(f"{where}: nsamples must be >= 0, not {self.nsamples}")
-        if self.data_type == 1 and not self.fch1_mhz > 0:
-            raise ValueError(f"{where}: fch1 must be > 0 MHz, not {self.fch1_mhz}")
-        if self.data_type == 1 and self.nchans > 1 and self.foff_mhz == 0:
-            raise ValueError(f"{where}: foff must not be 0 for {self.nchans} channels")
+        if self.data_type not in (0, 1, 2):
+            raise ValueError(
+                f"{where}: data_type {self.data_type} is neither a filterbank (0, 1) nor a time series (2)"
+            )
+        if self.data_type != 2:
+            if self.nchans > 1 and self.foff_mhz == 0:
+                raise ValueError(f"{where}: foff must not be 0 for {self.nchans} channels")
+            lo, hi = sorted((self.fch1_mhz, self.fch1_mhz + self.foff_mhz * (self.nchans - 1)))
+            if lo < MIN_FREQ_MHZ or hi > MAX_FREQ_MHZ:
+                raise ValueError(
+                    f"{where}: the channels span {lo:.6g} to {hi:.6g} MHz (fch1 {self.fch1_mhz:g}, foff "
+                    f"{self.foff_mhz:g}); a radio band lies within {MIN_FREQ_MHZ:g} to {MAX_FREQ_MHZ:g} MHz"
+                )
         object.__setattr__(self, "extra", MappingProxyType(dict(self.extra)))
 
     # ------------------------------------------------------------------ derived quantities

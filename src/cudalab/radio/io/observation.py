@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import Protocol
 
@@ -57,23 +58,37 @@ def open_observation(path: str | Path) -> Observation:
     Raises
     ------
     CudalabError
-        One line naming the file and the fault: missing, truncated, empty, unknown nbits, nonsense header.
+        One line naming the file and the fault: missing, not a regular file (a FIFO would block the
+        reader forever), unreadable, empty, truncated, no samples, a header value out of range.
     """
     p = Path(path)
-    if not p.exists():
-        raise CudalabError(f"{p}: no such file")
-    if p.is_dir():
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise CudalabError(f"{p}: no such file") from None
+    except OSError as exc:
+        raise CudalabError(f"{p}: cannot read it ({exc.strerror})") from None
+    if stat.S_ISDIR(mode):
         raise CudalabError(f"{p}: is a directory, not a data file")
-    with p.open("rb") as fh:
-        head = fh.read(16)
+    if not stat.S_ISREG(mode):
+        raise CudalabError(f"{p}: not a regular file (a FIFO, device or socket cannot be read as data)")
+    try:
+        with p.open("rb") as fh:
+            head = fh.read(16)
+    except OSError as exc:
+        raise CudalabError(f"{p}: cannot read it ({exc.strerror})") from None
     if head[4:16] == b"HEADER_START":
         from cudalab.radio.io.sigproc import SigprocReader
 
-        return Observation(SigprocReader(p))
-    if head.startswith(b"SIMPLE  ="):
+        obs = Observation(SigprocReader(p))
+    elif head.startswith(b"SIMPLE  ="):
         from cudalab.radio.io.psrfits import PsrfitsReader
 
-        return Observation(PsrfitsReader(p))
-    if not head:
+        obs = Observation(PsrfitsReader(p))
+    elif not head:
         raise CudalabError(f"{p}: empty file")
-    raise CudalabError(f"{p}: neither SIGPROC (no HEADER_START) nor FITS (no SIMPLE card)")
+    else:
+        raise CudalabError(f"{p}: neither SIGPROC (no HEADER_START) nor FITS (no SIMPLE card)")
+    if obs.header.nsamples == 0:
+        raise CudalabError(f"{p}: holds no samples after its header")
+    return obs

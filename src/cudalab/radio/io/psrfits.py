@@ -9,6 +9,7 @@ total intensity: AA+BB are summed (``AABBCRCI`` and ``AABB``), ``IQUV`` keeps I.
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,34 @@ import numpy as np
 from numpy.typing import NDArray
 
 from cudalab.errors import CudalabError
-from cudalab.radio.io.header import Header
+from cudalab.radio.io.header import MAX_CHANNELS, Header
 
 #: Seconds per day, for turning STT_IMJD/STT_SMJD/STT_OFFS into an MJD.
 SECONDS_PER_DAY = 86400.0
+
+_MISSING = object()
+
+
+def _card(header: Any, key: str, kind: type[int] | type[float], path: Path, default: Any = _MISSING) -> Any:
+    """A header card as an ``int`` or a finite ``float``; one-line error when it is absent (without a
+    default), unreadable, or not such a number."""
+    try:
+        value = header.get(key, None)
+    except Exception as exc:  # astropy refuses a card it cannot parse when it is read
+        raise CudalabError(f"{path}: the {key} card is unreadable ({type(exc).__name__})") from None
+    if value is None or value == "":
+        if default is _MISSING:
+            raise CudalabError(f"{path}: the header lacks {key}")
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CudalabError(f"{path}: {key} is {value!r}, not a number")
+    if not math.isfinite(value):
+        raise CudalabError(f"{path}: {key} is {value}, not a finite number")
+    if kind is int:
+        if not float(value).is_integer():
+            raise CudalabError(f"{path}: {key} is {value}, not an integer")
+        return int(value)
+    return float(value)
 
 
 def unpack_msb_first(packed: NDArray[np.uint8], nbits: int) -> NDArray[np.uint8]:
@@ -63,33 +88,46 @@ class PsrfitsReader:
         if nrows == 0:
             raise CudalabError(f"{p}: the SUBINT table has no rows (empty or truncated file)")
         self._sub = sub
-        self.nbits = int(sh["NBITS"])
+        self.nbits = _card(sh, "NBITS", int, p)
         if self.nbits not in (1, 2, 4, 8):
             raise CudalabError(f"{p}: unsupported NBITS {self.nbits} (1, 2, 4 or 8)")
-        self.nchan = int(sh["NCHAN"])
-        self.npol = int(sh["NPOL"])
-        self.nsblk = int(sh["NSBLK"])
+        self.nchan = _card(sh, "NCHAN", int, p)
+        self.npol = _card(sh, "NPOL", int, p)
+        self.nsblk = _card(sh, "NSBLK", int, p)
         self.nrows = nrows
         self.pol_type = str(sh.get("POL_TYPE", "AA+BB")).strip().upper()
         if self.npol not in (1, 2, 4):
-            raise CudalabError(f"{p}: unsupported NPOL {self.npol}")
-        zero_off = sh.get("ZERO_OFF")
-        self.zero_off = float(zero_off) if zero_off not in (None, "") else 0.0
-        tbin = float(sh["TBIN"])
+            raise CudalabError(f"{p}: unsupported NPOL {self.npol} (1, 2 or 4)")
+        if not 1 <= self.nchan <= MAX_CHANNELS or not 1 <= self.nsblk <= 1 << 24:
+            raise CudalabError(f"{p}: NCHAN {self.nchan} or NSBLK {self.nsblk} out of range")
+        self.zero_off = _card(sh, "ZERO_OFF", float, p, default=0.0)
+        tbin = _card(sh, "TBIN", float, p)
+        self._check_size(sub, nrows)
         try:
             first = sub.data[0]
-        except Exception as exc:  # a table whose rows are shorter than declared
-            raise CudalabError(f"{p}: truncated SUBINT table ({exc.__class__.__name__})") from None
-        freqs = np.asarray(first["DAT_FREQ"], dtype=np.float64).ravel()
+            freqs = np.asarray(first["DAT_FREQ"], dtype=np.float64).ravel()
+            nbytes = np.asarray(first["DATA"]).size
+            nwts = np.asarray(first["DAT_WTS"]).size
+        except Exception as exc:  # a column missing, or rows shorter than declared
+            raise CudalabError(f"{p}: unreadable SUBINT table ({exc.__class__.__name__}: {exc})") from None
+        want = self.nsblk * self.npol * self.nchan * self.nbits // 8
+        if nbytes != want:
+            raise CudalabError(
+                f"{p}: DATA holds {nbytes} bytes a row, but NSBLK {self.nsblk} x NPOL {self.npol} x NCHAN "
+                f"{self.nchan} x NBITS {self.nbits} / 8 = {want}"
+            )
         if freqs.size != self.nchan:
             raise CudalabError(f"{p}: DAT_FREQ has {freqs.size} values for NCHAN {self.nchan}")
-        chan_bw = float(sh.get("CHAN_BW", freqs[1] - freqs[0] if self.nchan > 1 else 1.0))
-        nsuboffs = float(sh.get("NSUBOFFS", 0) or 0)
+        if nwts != self.nchan:
+            raise CudalabError(f"{p}: DAT_WTS has {nwts} values for NCHAN {self.nchan}")
+        default_bw = float(freqs[1] - freqs[0]) if self.nchan > 1 else 1.0
+        chan_bw = _card(sh, "CHAN_BW", float, p, default=default_bw)
+        nsuboffs = _card(sh, "NSUBOFFS", float, p, default=0.0)
         tstart = (
-            float(primary.get("STT_IMJD", 0))
+            _card(primary, "STT_IMJD", float, p, default=0.0)
             + (
-                float(primary.get("STT_SMJD", 0))
-                + float(primary.get("STT_OFFS", 0.0))
+                _card(primary, "STT_SMJD", float, p, default=0.0)
+                + _card(primary, "STT_OFFS", float, p, default=0.0)
                 + nsuboffs * self.nsblk * tbin
             )
             / SECONDS_PER_DAY
@@ -115,12 +153,34 @@ class PsrfitsReader:
                     "zero_off": self.zero_off,
                 },
             )
-        except ValueError as exc:
-            raise CudalabError(f"nonsense header: {exc}") from None
+        except ValueError as exc:  # the message names the file and the value
+            raise CudalabError(str(exc)) from None
+
+    def _check_size(self, sub: Any, nrows: int) -> None:
+        """Refuse a file cut short: the SUBINT table must hold every row its header declares."""
+        index = self._hdul.index_of("SUBINT")
+        info = self._hdul.fileinfo(index) or {}
+        start, span = info.get("datLoc"), _card(sub.header, "NAXIS1", int, self.path) * nrows
+        size = self.path.stat().st_size
+        if isinstance(start, int) and start + span > size:
+            held = max(0, size - start) // max(1, span // nrows)
+            raise CudalabError(
+                f"{self.path}: truncated: the SUBINT table declares {nrows} rows, the file holds {held}"
+            )
 
     # ---------------------------------------------------------------------------------------------
     def _row(self, i: int) -> NDArray[np.float32]:
         """Subintegration ``i`` as calibrated total intensity.  Shape: ``(nchan, nsblk)``."""
+        try:
+            return self._calibrated(i)
+        except CudalabError:
+            raise
+        except Exception as exc:  # a row that cannot be read as its header says
+            raise CudalabError(
+                f"{self.path}: subintegration {i} is unreadable ({type(exc).__name__})"
+            ) from None
+
+    def _calibrated(self, i: int) -> NDArray[np.float32]:
         row = self._sub.data[i]
         raw = np.asarray(row["DATA"], dtype=np.uint8).reshape(-1)
         if self.nbits < 8:

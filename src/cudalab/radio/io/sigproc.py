@@ -198,8 +198,8 @@ def header_from_dict(values: Mapping[str, Any], hdrlen: int, file_size: int, pat
             refdm=float(values.get("refdm", 0.0)),
             extra={k: v for k, v in values.items() if k not in known} | {"hdrlen": hdrlen},
         )
-    except ValueError as exc:
-        raise CudalabError(f"nonsense header: {exc}") from None
+    except ValueError as exc:  # the message names the file and the value
+        raise CudalabError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------------------------------

@@ -57,6 +57,7 @@ def search_summary(result: SearchResult) -> dict[str, Any]:
         "best_time_s": best.time_s if best else None,
         "dm_trials": len(result.plan.dms),
         "masked_channels": len(result.masked_channels),
+        "nonfinite_samples": result.nonfinite_samples,
         "seconds": round(result.seconds, 3),
         "realtime_factor": round(result.realtime_factor, 4),
         "device": result.device,
@@ -133,6 +134,7 @@ def run_search(
                 "stages_s": result.stages,
                 "giants": len(result.giants),
                 "candidates": len(result.candidates),
+                "nonfinite_samples": result.nonfinite_samples,
                 "time_reference": f"centre of the highest channel, {result.header.fmax_mhz:.6f} MHz",
             },
         )

@@ -58,6 +58,9 @@ class SearchResult:
     giants: Giants
     mask_fraction: float
     masked_channels: list[int]
+    nonfinite_samples: int
+    """NaN or infinite samples found in the data (each set to its channel's median, counted once
+    however many overlapping blocks read it)."""
     device: str
     kernel: str
     memory: MemoryBound
@@ -156,6 +159,7 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
     parts: list[Giants] = []
     mask_union = np.zeros(h.nchans, dtype=bool)
     masked_sum = 0.0
+    nonfinite_total = 0
     nblocks = 0
     total = h.nsamples
     # the reader thread stops when the loop ends, however it ends
@@ -167,13 +171,15 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
             if block is None:
                 break
             with clock("clean"):
-                x, mask = clean_block(block.data, cfg.rfi, inplace=True)  # the block is ours
+                # the block is ours (cleaned in place); its overlap's bad samples count in the next one
+                x, mask, nonfinite = clean_block(block.data, cfg.rfi, inplace=True, counted=block.valid)
                 mask_np = mask.cpu().numpy()
                 # the live channels, worked out once here from the host mask (no further sync), serve
                 # every group and sub-band on either kernel
                 live = LiveChannels.of(~mask_np, h.nchans, device)
             mask_union |= mask_np
             masked_sum += float(mask_np.mean())
+            nonfinite_total += nonfinite
             nblocks += 1
             for factor, idx, delays, max_delay in groups:
                 valid_s = -(-block.valid // factor)
@@ -265,6 +271,7 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
         giants=giants,
         mask_fraction=masked_sum / max(nblocks, 1),
         masked_channels=np.flatnonzero(mask_union).tolist(),
+        nonfinite_samples=nonfinite_total,
         device=str(device),
         kernel=kernels.name,
         memory=memory,

@@ -91,7 +91,7 @@ def make_cutout(
     ).astype(np.int64)
     data = obs.read_padded(cand.sample - span // 2, span + int(delays.max()))
     # The search's masking, without zero-DM: the cutout shows the data, impulses included.
-    x, mask = clean_block(torch.from_numpy(data).to(device), replace(rfi, zero_dm=False))
+    x, mask, _ = clean_block(torch.from_numpy(data).to(device), replace(rfi, zero_dm=False))
     # freq-time at the candidate's DM: each channel shifted by its delay.
     d_c = np.rint(dispersion_delay_s(cand.dm, h.freqs_mhz, h.fmax_mhz, k_dm) / h.tsamp_s).astype(np.int64)
     idx = torch.from_numpy(d_c[:, None] + np.arange(span)[None, :]).to(device)
