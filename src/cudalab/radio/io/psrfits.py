@@ -64,6 +64,11 @@ class PsrfitsReader:
     """Random access to a PSRFITS search-mode file, one subintegration at a time (memory-mapped)."""
 
     def __init__(self, path: str | Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # astropy warns of what the checks below report in one line
+            self._open(Path(path))
+
+    def _open(self, path: Path) -> None:
         from astropy.io import fits
 
         self.path = Path(path)
@@ -71,13 +76,11 @@ class PsrfitsReader:
         if not p.is_file():
             raise CudalabError(f"{p}: no such file")
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # astropy warns, then fails below with the reason we report
-                self._hdul = fits.open(p, memmap=True, mode="readonly")
-                primary = self._hdul[0].header
-                sub = self._hdul["SUBINT"]
-                sh = sub.header
-                nrows = int(sh.get("NAXIS2", 0))
+            self._hdul = fits.open(p, memmap=True, mode="readonly")
+            primary = self._hdul[0].header
+            sub = self._hdul["SUBINT"]
+            sh = sub.header
+            nrows = int(sh.get("NAXIS2", 0))
         except KeyError:
             raise CudalabError(f"{p}: no SUBINT table: not a PSRFITS search-mode file") from None
         except (OSError, ValueError, TypeError, IndexError) as exc:
