@@ -132,3 +132,101 @@ def test_bad_facts_files_fail_with_one_line_naming_the_file(
     assert str(path) in str(exc.value) and message in str(exc.value)
     assert "\n" not in str(exc.value)
     assert exc.value.code == ExitCode.USAGE
+
+
+def _healthy() -> dict:
+    return json.loads((HERE / "h100_healthy.json").read_text())
+
+
+def _with(path: list[str], value: object) -> dict:
+    data = _healthy()
+    node = data.get("facts", data)
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    ("blob", "message"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"probes": {}, "x": ' + "[" * 50 + "]" * 50 + "}", "nested more than 32 deep"),
+        ('{"probes": {}, "n": ' + "9" * 5000 + "}", "not a doctor report"),
+        ("\udcff", "not UTF-8"),
+    ],
+)
+def test_hostile_facts_files_are_one_line_errors(tmp_path: Path, blob: str, message: str) -> None:
+    path = tmp_path / "facts.json"
+    path.write_bytes(blob.encode("utf-8", "surrogateescape"))
+    with pytest.raises(CudalabError, match=message) as exc:
+        run_doctor(path)
+    assert str(path) in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_a_facts_file_too_large_or_not_a_file_is_refused_unread(tmp_path: Path) -> None:
+    big = tmp_path / "big.json"
+    with big.open("wb") as fh:
+        fh.truncate(17 << 20)  # sparse: 17 MiB of nothing
+    for path, message in (
+        (big, "larger than 16 MiB"),
+        (tmp_path, "is a folder"),
+        (Path("/dev/zero"), "not a regular file"),
+    ):
+        with pytest.raises(CudalabError, match=message):
+            Facts.load(path)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        (["probes", "torch", "ok"], "yes", "'ok': true or false"),
+        (["probes", "torch", "elapsed_s"], "slow", "elapsed_s must be a number"),
+        (["probes", "torch", "source"], 7, "source and error must be strings"),
+        (["probes", "driver", "value", "version"], 580, "version must be a string or null"),
+        (["probes", "nvml", "value", "gpus"], {"name": "H100"}, "gpus must be a list"),
+        (
+            ["probes", "torch", "value", "cuda_available"],
+            "true",
+            "cuda_available must be true or false or null",
+        ),
+        (["probes", "libcuda", "value", "cu_init"], True, "cu_init must be an integer or null"),
+        (["probes", "pci", "value"], [1, 2], "value must be an object or null"),
+        (["schema"], 99, "schema 99 is not one this doctor reads"),
+        (["meta"], "today", "meta must be an object"),
+    ],
+)
+def test_facts_of_the_wrong_types_are_refused_naming_the_field(
+    tmp_path: Path, path: list[str], value: object, message: str
+) -> None:
+    file = tmp_path / "facts.json"
+    file.write_text(json.dumps(_with(path, value)))
+    with pytest.raises(CudalabError, match=message) as exc:
+        run_doctor(file)
+    assert str(file) in str(exc.value)
+
+
+def test_nested_values_of_a_shape_no_doctor_wrote_are_one_line(tmp_path: Path) -> None:
+    """Items of the wrong type are named; deeper than the checked fields, the diagnosis itself meets the
+    wrong shape, and that is one line too."""
+    file = tmp_path / "facts.json"
+    file.write_text(json.dumps(_with(["probes", "nvml", "value", "gpus"], [7, "x"])))
+    with pytest.raises(CudalabError, match="gpus must be a list of objects"):
+        run_doctor(file)
+    gpus = _healthy()["probes"]["nvml"]["value"]["gpus"]
+    file.write_text(json.dumps(_with(["probes", "nvml", "value", "gpus"], [{**gpus[0], "mig": "on"}])))
+    with pytest.raises(CudalabError, match="a value has the wrong shape") as exc:
+        run_doctor(file)
+    assert str(file) in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_the_cli_reports_hostile_facts_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cudalab.cli import main
+
+    file = tmp_path / "deep.json"
+    file.write_text("[" * 100_000 + "]" * 100_000)
+    assert main(["doctor", "--facts", str(file)]) == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nested too deeply" in err and "Traceback" not in err

@@ -10,7 +10,7 @@ from typing import Any
 from cudalab import __version__
 from cudalab.env.diagnose import Finding, Verdict, diagnose, verdict
 from cudalab.env.facts import Facts
-from cudalab.errors import ExitCode
+from cudalab.errors import CudalabError, ExitCode
 
 
 @dataclass(frozen=True)
@@ -72,5 +72,14 @@ def run_doctor(
             from cudalab.env.smoke import run_smoke
 
             facts = Facts(probes={**facts.probes, "smoke": run_smoke()}, meta=facts.meta)
-    findings = diagnose(facts)
-    return DoctorReport(facts, findings, verdict(facts, findings), time.perf_counter() - t0)
+    try:
+        findings = diagnose(facts)
+        judged = verdict(facts, findings)
+    except (TypeError, AttributeError, KeyError, ValueError, IndexError) as exc:
+        if facts_file is None:  # our own probes' facts: a bug, shown as one
+            raise
+        # a recorded report whose nested values have shapes no doctor wrote
+        raise CudalabError(
+            f"{facts_file}: a value has the wrong shape ({type(exc).__name__}: {exc})"
+        ) from None
+    return DoctorReport(facts, findings, judged, time.perf_counter() - t0)
