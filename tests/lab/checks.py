@@ -26,17 +26,33 @@ _OPENER = urllib.request.build_opener(_NoRedirect, urllib.request.ProxyHandler({
 class Http:
     status: int
     location: str
+    server: str = ""
+    """The ``Server`` header ('' when absent)."""
 
 
 def http(url: str, token: str | None = None, method: str = "GET") -> Http:
-    """One request, redirects not followed; the status and the Location header."""
+    """One request, redirects not followed; the status, the Location and the Server headers."""
     headers = {"Authorization": f"token {token}"} if token else {}
     request = urllib.request.Request(url, headers=headers, method=method)
     try:
         with _OPENER.open(request, timeout=20) as resp:
-            return Http(resp.status, resp.headers.get("Location", ""))
+            return Http(resp.status, resp.headers.get("Location", ""), resp.headers.get("Server", ""))
     except urllib.error.HTTPError as exc:
-        return Http(exc.code, exc.headers.get("Location", ""))
+        return Http(exc.code, exc.headers.get("Location", ""), exc.headers.get("Server", ""))
+
+
+def reveals_nothing(base: str, token: str) -> list[str]:
+    """What a caller without the token could learn of the versions: every finding, or nothing."""
+    found = []
+    for path in ("/", "/login", "/lab", "/api", "/api/status", "/static/lab/package.json", "/nope"):
+        for tok in (None, token):
+            r = http(base + path, token=tok)
+            if r.server:
+                found.append(f"{path}: Server: {r.server}")
+    for path in ("/static/lab/package.json", "/static/lab/build_log.json"):
+        if http(base + path).status == 200:
+            found.append(f"{path} served without the token")
+    return found
 
 
 def denied_without_token(base: str, path: str) -> Http:

@@ -94,6 +94,9 @@ def test_the_running_lab_is_locked_down(lab: Lab) -> None:
     assert ui.status == 302 and "/login" in ui.location
     assert checks.http(lab.base + "/api/kernels", method="POST").status == 403
     assert checks.http(lab.base + "/api", token="x" * 43).status == 403, "a wrong token is no token"
+    # no response names the server's version, and the static manifests are not served to strangers
+    assert checks.reveals_nothing(lab.base, lab.token) == []
+    assert checks.http(lab.base + "/static/lab/package.json").status in (302, 403)
     # ... and with the token: the UI, the API, and a kernel that starts
     assert checks.http(lab.base + "/lab", token=lab.token).status == 200
     assert checks.http(lab.base + "/api", token=lab.token).status == 200
@@ -185,3 +188,68 @@ def test_servers_die_with_a_killed_supervisor(
     assert lab.status().returncode == 1, "a stale record is not a running lab"
     lab = start_lab(safe_dir, tmp_path, client_key, lab_account)  # and does not block a new one
     assert cudalab("lab", "stop", f"--state-dir={safe_dir}").returncode == 0
+
+
+def _processes(match: str) -> list[int]:
+    """Live processes whose command line contains ``match``."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if match in cmd and _running(int(entry.name)):
+                out.append(int(entry.name))
+    return out
+
+
+def test_stop_ends_every_ssh_session_and_what_it_left_running(
+    safe_dir: Path, tmp_path: Path, client_key: Path, lab_account: pwd.struct_passwd
+) -> None:
+    """Access ends with the lab: an open session, a job it left in the background, new logins."""
+    lab = start_lab(safe_dir, tmp_path, client_key, lab_account)
+    tag = f"{os.getpid()}{time.monotonic_ns() % 100000}"
+    # a job a session leaves behind (nohup ... &, the session exits), then a session kept open
+    left = checks.ssh(
+        "127.0.0.1", lab.ssh_port, lab.user, key=lab.key, command=f"nohup sleep 3{tag} >/dev/null 2>&1 &"
+    )
+    assert left.rc == 0, left
+    session = subprocess.Popen(
+        ["ssh", "-p", str(lab.ssh_port), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+         "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "IdentitiesOnly=yes", "-F", "/dev/null",
+         "-i", str(lab.key), f"{lab.user}@127.0.0.1", f"sleep 4{tag}"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (_processes(f"sleep 3{tag}") and _processes(f"sleep 4{tag}")):
+        time.sleep(0.2)
+    assert _processes(f"sleep 3{tag}") and _processes(f"sleep 4{tag}"), "both jobs run on the lab"
+
+    stopped = cudalab("lab", "stop", f"--state-dir={safe_dir}")
+    assert stopped.returncode == 0 and "Stopped" in stopped.stdout
+    assert session.wait(timeout=30) != 0, "the open session was closed"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (_processes(f"sleep 3{tag}") or _processes(f"sleep 4{tag}")):
+        time.sleep(0.2)
+    assert not _processes(f"sleep 3{tag}"), "the job left in the background ended with the lab"
+    assert not _processes(f"sleep 4{tag}"), "the session's own process ended with the lab"
+    again = checks.ssh_key_login("127.0.0.1", lab.ssh_port, lab.user, lab.key)
+    assert again.rc == 255, "and nobody gets in any more"
+
+
+def test_status_reads_a_partial_state_folder_without_crashing(safe_dir: Path) -> None:
+    """A lab.json cut short or edited by hand: status reports what it can, exit 1, one line at most."""
+    records = [
+        {"pid": os.getpid()},  # no services, no token file, no start time
+        {"pid": os.getpid(), "services": {"jupyter": {"pid": "x"}, "ssh": 7}},
+        {"pid": os.getpid(), "services": {"jupyter": {"pid": os.getpid(), "probe": {"kind": "gopher"}}}},
+        [1, 2, 3],
+    ]
+    for record in records:
+        (safe_dir / "lab.json").write_text(json.dumps(record))
+        for args in (["--json"], []):
+            r = cudalab("lab", "status", f"--state-dir={safe_dir}", *args)
+            assert r.returncode == 1 and "Traceback" not in r.stderr, (record, r.stderr)
+    (safe_dir / "lab.json").write_text("{")
+    assert cudalab("lab", "status", f"--state-dir={safe_dir}").returncode == 1

@@ -167,6 +167,76 @@ def ssh_responds(host: str, port: int, timeout: float = 3.0) -> bool:
         return False
 
 
+def become_subreaper() -> bool:
+    """Make this process the reaper of its orphaned descendants (Linux ``PR_SET_CHILD_SUBREAPER``).
+
+    A process an SSH session leaves behind (``nohup job &``, a double fork) is then reparented to the
+    supervisor instead of init, so stopping the lab can find and end it. False where unsupported.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    pr_set_child_subreaper = 36
+    return bool(ctypes.CDLL(None, use_errno=True).prctl(pr_set_child_subreaper, 1, 0, 0, 0) == 0)
+
+
+def descendants(root: int) -> list[int]:
+    """Every live process under ``root`` in the process tree (read from /proc), nearest first."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[-1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, frontier = [], [root]
+    while frontier:
+        frontier = [c for p in frontier for c in children.get(p, [])]
+        out += frontier
+    return out
+
+
+def reap_orphans(keep: set[int]) -> None:
+    """Collect the exit status of dead descendants reparented here (a subreaper must), leaving the
+    servers in ``keep`` to their own ``Popen``."""
+    while True:
+        try:
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return
+        if info is None or info.si_pid in keep:
+            return
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(info.si_pid, 0)
+
+
+def end_descendants(root: int, grace_s: float = STOP_GRACE_S) -> list[int]:
+    """SIGTERM every process under ``root``, SIGKILL what is left after ``grace_s``; return them.
+
+    What ends an SSH user's access: their sessions and whatever those started, not only the server
+    that admitted them.
+    """
+    import time
+
+    pids = descendants(root)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        reap_orphans(set())
+        if not any(alive(p) for p in pids):
+            return pids
+        time.sleep(0.1)
+    for pid in pids:
+        if alive(pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+    reap_orphans(set())
+    return pids
+
+
 def log_tail(path: Path, lines: int = 8) -> str:
     try:
         text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()

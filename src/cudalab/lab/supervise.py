@@ -25,7 +25,19 @@ from typing import Any
 
 from cudalab._io import atomic_write_json
 from cudalab.errors import CudalabError, ExitCode
-from cudalab.lab.process import STOP_GRACE_S, Probe, Server, alive, log_tail, proc_start, spawn, stop_process
+from cudalab.lab.process import (
+    STOP_GRACE_S,
+    Probe,
+    Server,
+    alive,
+    become_subreaper,
+    end_descendants,
+    log_tail,
+    proc_start,
+    reap_orphans,
+    spawn,
+    stop_process,
+)
 
 #: Seconds each server gets to answer after it starts.
 START_TIMEOUT_S = 120.0
@@ -57,7 +69,13 @@ class Lab:
 
 def up(lab: Lab, on_ready: Callable[[dict[str, Any]], None], say: Callable[[str], None]) -> int:
     """Start every server, wait until each answers, record ``lab.json``, call ``on_ready`` with it,
-    and watch until told to stop (exit 0) or until a server dies (exit 1)."""
+    and watch until told to stop (exit 0) or until a server dies (exit 1).
+
+    However it ends, every process the lab started goes with it: the servers, and everything under
+    them (an SSH session, what it left running in the background, a notebook's kernel), which the
+    supervisor, as their subreaper, can still find.
+    """
+    become_subreaper()
     stop = _Stop()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -70,7 +88,9 @@ def up(lab: Lab, on_ready: Callable[[dict[str, Any]], None], say: Callable[[str]
         state = _state(lab, procs)
         atomic_write_json(lab.state_file, state)
         on_ready(state)
+        servers = {p.pid for p in procs.values()}
         while stop.signal is None:
+            reap_orphans(servers)
             dead = [s for s in lab.servers if procs[s.name].poll() is not None]
             if dead:
                 server = dead[0]
@@ -85,6 +105,7 @@ def up(lab: Lab, on_ready: Callable[[dict[str, Any]], None], say: Callable[[str]
     finally:
         for proc in procs.values():
             stop_process(proc)
+        end_descendants(os.getpid(), grace_s=5.0)  # the sessions sshd admitted, and what they left running
         with contextlib.suppress(OSError):
             state_now = read_state(lab.state_file)
             if state_now is not None and state_now.get("pid") == os.getpid():
@@ -249,7 +270,8 @@ def stop(state_file: Path, echo: Callable[[str], None]) -> bool:
     while time.monotonic() < deadline and alive(pid, state.get("pid_start")):
         time.sleep(0.1)
     if alive(pid, state.get("pid_start")):
-        echo(f"the supervisor (pid {pid}) ignored SIGTERM; killing it and its servers")
+        echo(f"the supervisor (pid {pid}) ignored SIGTERM; killing it, its servers and their sessions")
+        end_descendants(pid, grace_s=1.0)  # before the supervisor: its orphans would go to init
         targets = [(pid, state.get("pid_start"))] + [
             (svc.get("pid"), svc.get("pid_start")) for svc in service_records(state).values()
         ]
