@@ -27,7 +27,7 @@ from cudalab.env.device import DeviceChoice
 from cudalab.errors import CudalabError, ExitCode
 from cudalab.runs.cli import ConfigOption, PrintConfigOption, RootOption, SetOption, print_config_toml
 from cudalab.runs.config import describe, resolve
-from cudalab.runs.rundir import ResumeChoice
+from cudalab.runs.rundir import ResumeChoice, check_root, check_run_id
 from cudalab.train.config import PrecisionChoice
 
 if TYPE_CHECKING:
@@ -172,6 +172,12 @@ def run_engine_command(
     if engine.print_config:
         print_config_toml(cfg, header=f"cudalab train {experiment.kind}: resolved config")
         raise typer.Exit(ExitCode.OK)
+    try:  # where the run goes, checked before anything is printed or loaded
+        check_root(engine.runs)
+        if engine.run_id is not None:
+            check_run_id(engine.run_id)
+    except ValueError as exc:
+        raise CudalabError(str(exc)) from None
     rank = env_world()[0]
     console = Console(stderr=True, quiet=rank != 0)  # under torchrun only rank 0 prints
     console.print("[bold]config[/]")
