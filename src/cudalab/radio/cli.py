@@ -186,7 +186,11 @@ def _print_candidates(console: Console, result: Any, out: Path, truth: dict[str,
     console.print(
         f"[bold]{Path(h.path).name}[/]: {h.nchans} ch, {h.duration_s:.2f} s; {len(result.plan.dms)} DM trials to "
         f"{result.plan.dms[-1]:.0f}; {len(result.masked_channels)} channels masked; "
-        + (f"{result.nonfinite_samples} NaN/Inf samples set to their channel's median; " if result.nonfinite_samples else "")
+        + (
+            f"{result.nonfinite_samples} NaN/Inf samples set to their channel's median; "
+            if result.nonfinite_samples
+            else ""
+        )
         + f"{result.device} ({result.kernel}), "
         f"{result.seconds:.1f} s ({result.realtime_factor:.2f}x real time)"
     )

@@ -104,6 +104,8 @@ class PsrfitsReader:
         if not 1 <= self.nchan <= MAX_CHANNELS or not 1 <= self.nsblk <= 1 << 24:
             raise CudalabError(f"{p}: NCHAN {self.nchan} or NSBLK {self.nsblk} out of range")
         self.zero_off = _card(sh, "ZERO_OFF", float, p, default=0.0)
+        if abs(self.zero_off) > 1 << 16:  # an offset of integer codes of at most 8 bits
+            raise CudalabError(f"{p}: ZERO_OFF {self.zero_off:g} is out of range for {self.nbits}-bit codes")
         tbin = _card(sh, "TBIN", float, p)
         self._check_size(sub, nrows)
         try:
