@@ -38,18 +38,34 @@ def two_if_file(path: Path, nchans: int = 24, n: int = 1000, seed: int = 0) -> t
     return path, samples
 
 
-def assert_same_blocks(obs: Observation, gulp: int, overlap: int, device: str) -> int:
-    """Block k is samples [k gulp, k gulp + gulp + overlap) as the reader gives them, its first gulp new."""
-    total = obs.header.nsamples
-    starts = range(0, total, gulp)
-    with BlockStream(obs, gulp, overlap, torch.device(device)) as stream:
+def assert_same_blocks(obs: Observation, gulp: int, overlap: int, device: str, align: int = 1) -> int:
+    """Block k has new samples [k gulp, k gulp + gulp) and holds gulp + overlap samples as the reader
+    gives them; one that would run past the file's end reaches back (to a multiple of ``align``) and
+    says how many of its first samples are context (``head``)."""
+    total, count = obs.header.nsamples, gulp + overlap
+    with BlockStream(obs, gulp, overlap, torch.device(device), align=align) as stream:
         got = list(stream)
-    assert [(b.start, b.valid) for b in got] == [(s, min(gulp, total - s)) for s in starts]
+    want = []
+    for new in range(0, total, gulp):
+        start = new if new + count <= total else min(new, -(-max(0, total - count) // align) * align)
+        want.append((start, min(gulp, total - new), new - start))
+    assert [(b.start, b.valid, b.head) for b in got] == want
     for g in got:
         assert g.data.dtype == torch.float32 and g.data.device.type == device
-        want = obs.read(g.start, min(gulp + overlap, total - g.start))
-        np.testing.assert_array_equal(g.data.cpu().numpy(), want)
+        assert g.start % align == 0 and g.head % align == 0
+        assert g.data.shape[1] == min(count, total - g.start)  # as long as the others where it can be
+        np.testing.assert_array_equal(g.data.cpu().numpy(), obs.read(g.start, min(count, total - g.start)))
     return len(got)
+
+
+def test_a_block_at_the_files_end_reaches_back_to_be_as_long_as_the_others(shared_data: Path) -> None:
+    obs = open_observation(shared_data / "radio" / "parkes_8bit_1.fil")  # 4096 samples
+    assert assert_same_blocks(obs, 1000, 500, "cpu", align=8) == 5
+    with BlockStream(obs, 1000, 500, torch.device("cpu"), align=8) as stream:
+        last = list(stream)[-1]
+    assert (last.start, last.head, last.valid, last.data.shape[1]) == (2600, 1400, 96, 1496)
+    with pytest.raises(ValueError, match="multiple of align"):
+        BlockStream(obs, 1000, 0, torch.device("cpu"), align=16)
 
 
 @pytest.mark.parametrize("name", FILES)

@@ -139,7 +139,7 @@ def simulate(
 def _search_flags(
     *,
     dm_min: float | None = None,
-    dm_max: float | None = None,
+    dm_max: str | None = None,
     snr: float | None = None,
     max_width_ms: float | None = None,
     device: DeviceChoice | None = None,
@@ -153,7 +153,7 @@ def _search_flags(
     """The flags given, as the SearchConfig fields they set (a flag not given sets nothing)."""
     given: dict[str, Any] = {
         "dm_min": dm_min,
-        "dm_max": dm_max,
+        "dm_max": None if dm_max in (None, "auto") else dm_max,
         "snr_threshold": snr,
         "max_width_s": None if max_width_ms is None else max_width_ms / 1e3,
         "device": None if device is None else device.value,
@@ -164,6 +164,8 @@ def _search_flags(
         "kernel": kernel,
     }
     flags = {k: v for k, v in given.items() if v is not None}
+    if dm_max == "auto":
+        flags["dm_max_auto"] = True
     if zero_dm is not None:
         flags["rfi"] = {"zero_dm": zero_dm}
     return flags
@@ -194,6 +196,18 @@ def _print_candidates(console: Console, result: Any, out: Path, truth: dict[str,
         + f"{result.device} ({result.kernel}), "
         f"{result.seconds:.1f} s ({result.realtime_factor:.2f}x real time)"
     )
+    for warning in result.warnings():
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    u = result.unsearched()
+    lost = [r for r in u["ranges"] if r["unsearched_s"][1] > 0]
+    if lost:
+        worst = lost[-1]
+        console.print(
+            f"unsearched: the last {lost[0]['unsearched_s'][0]:.3g}-{worst['unsearched_s'][1]:.3g} s of the file at "
+            f"DM {lost[0]['dm'][0]:.4g}-{worst['dm'][1]:.4g} (each trial's sweep past the end; per DM range in "
+            "search.json)",
+            highlight=False,
+        )
     table = Table(title=f"{len(result.candidates)} candidates (times at {h.fmax_mhz:.1f} MHz)")
     for col in ("#", "S/N", "DM", "time (s)", "width (ms)", "members"):
         table.add_column(col, justify="right")
@@ -228,7 +242,12 @@ def search(
         ),
     ] = None,
     dm_min: Annotated[float | None, typer.Option(help="Smallest DM, pc cm^-3 (dm_min; default 0).")] = None,
-    dm_max: Annotated[float | None, typer.Option(help="Largest DM, pc cm^-3 (dm_max; default 1000).")] = None,
+    dm_max: Annotated[
+        str | None,
+        typer.Option(
+            help="Largest DM, pc cm^-3 (dm_max; default 1000), or auto: the largest the file supports."
+        ),
+    ] = None,
     snr: Annotated[
         float | None, typer.Option(help="Detection threshold, boxcar S/N (snr_threshold; default 6).")
     ] = None,

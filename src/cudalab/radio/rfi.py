@@ -166,11 +166,11 @@ class Cleaned(NamedTuple):
     """Samples that were NaN or infinite (set to their channel's median, so they add nothing)."""
 
 
-def fill_nonfinite(x: torch.Tensor, counted: int | None = None) -> tuple[int, torch.Tensor]:
+def fill_nonfinite(x: torch.Tensor, counted: tuple[int, int] | None = None) -> tuple[int, torch.Tensor]:
     """Replace NaN and infinite samples of ``x`` (in place) by their channel's median of finite ones.
 
-    Returns how many there were among the first ``counted`` samples of each channel (all by default;
-    a search counts a block's new samples only, so the overlap is counted once) and the channels more
+    Returns how many there were among the samples ``counted[0]:counted[1]`` of each channel (all by
+    default; a search counts a block's new samples only, so each is counted once) and the channels more
     than :data:`DEAD_FRACTION` of whose samples were (``(nchans,)`` bool: masked by the caller). The
     count costs one device sync per call: the statistics that follow would all be NaN otherwise.
     Temporaries: :data:`CHANNEL_CHUNK` rows.
@@ -180,7 +180,8 @@ def fill_nonfinite(x: torch.Tensor, counted: int | None = None) -> tuple[int, to
     for lo, rows in zip(range(0, x.shape[0], CHANNEL_CHUNK), _chunks(x), strict=True):
         bad = ~torch.isfinite(rows)
         counts[lo : lo + rows.shape[0]] = bad.sum(dim=1)
-        head[lo : lo + rows.shape[0]] = bad[:, :counted].sum(dim=1)
+        window = bad if counted is None else bad[:, counted[0] : counted[1]]
+        head[lo : lo + rows.shape[0]] = window.sum(dim=1)
     any_bad, total = (int(v) for v in torch.stack([counts.sum(), head.sum()]).tolist())  # the one sync
     if any_bad == 0:  # almost every block
         return 0, torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
@@ -195,7 +196,7 @@ def fill_nonfinite(x: torch.Tensor, counted: int | None = None) -> tuple[int, to
 
 
 def clean_block(
-    data: torch.Tensor, cfg: RfiConfig, *, inplace: bool = False, counted: int | None = None
+    data: torch.Tensor, cfg: RfiConfig, *, inplace: bool = False, counted: tuple[int, int] | None = None
 ) -> Cleaned:
     """Normalise each channel, mask bad channels, subtract zero-DM.
 
@@ -212,8 +213,7 @@ def clean_block(
     Returns :class:`Cleaned`: the data, each channel at zero median and unit robust std (median and
     MAD of at most :data:`STATS_SAMPLES` evenly spaced samples; so every channel weighs the same
     whatever its gain), masked channels set to 0; the bool mask ``(nchans,)``, True = masked; and the
-    count of non-finite samples (among the first ``counted`` of each channel, as
-    :func:`fill_nonfinite` counts them).
+    count of non-finite samples (among the columns ``counted``, as :func:`fill_nonfinite` counts them).
 
     Memory: the block itself (``inplace=True`` cleans it where it lies: the search's own blocks) or one
     copy, plus temporaries of :data:`CHANNEL_CHUNK` rows.

@@ -3,7 +3,10 @@
 A search is a loop over blocks of ``gulp + overlap`` samples that advance by ``gulp``: each repeats the
 last ``overlap`` samples of the previous one's extent, so a stage that needs that much look-ahead
 (dedispersion: the largest delay) sees every output sample exactly once, in ``block.valid`` outputs
-per block. This module is the one way blocks are made. Done naively each block is read from the file, converted to float32 on the host, copied to the GPU
+per block. A block that would run past the file's end reaches back instead, so that it is as long as
+the others: its first ``head`` samples were another block's new ones and only give context (a row's
+baseline and noise measured on a sliver at the file's end would be wild). This module is the one way
+blocks are made. Done naively each block is read from the file, converted to float32 on the host, copied to the GPU
 and only then computed, and the GPU idles through the first three. :class:`BlockStream` overlaps them:
 
 - a reader thread reads block ``k + 2`` from the file (the memory map's pages are touched in the
@@ -57,13 +60,17 @@ class DeviceBlock:
     data
         Float32 total intensity.  Shape: ``(nchans, nsamples)``.
     valid
-        Samples at the head of ``data`` that are new in this block; the rest is the overlap that the
-        next block starts with.
+        Samples new in this block, from ``head`` on; the rest is the overlap that the next block starts
+        with (or the file's end).
+    head
+        Samples at the start that an earlier block already had as new ones: context only (0 but for a
+        block that reaches back from the file's end).
     """
 
     start: int
     data: torch.Tensor
     valid: int
+    head: int = 0
 
 
 def raw_to_intensity(raw: torch.Tensor) -> torch.Tensor:
@@ -80,6 +87,7 @@ def raw_to_intensity(raw: torch.Tensor) -> torch.Tensor:
 class _Item:
     start: int
     valid: int
+    head: int
     array: NDArray[Any]  # a view of a pinned slot (CUDA), or the block itself (CPU)
     raw: bool
     slot: int  # -1: not in a pinned slot
@@ -91,16 +99,24 @@ _END = object()
 class BlockStream:
     """Iterate ``obs`` in blocks of ``gulp + overlap`` samples advancing by ``gulp``, on ``device``.
 
-    Block ``k`` holds samples ``[k * gulp, k * gulp + gulp + overlap)`` (fewer at the end of the file),
-    bit for bit as ``obs.read`` gives them, as a :class:`DeviceBlock`. Use it as a context manager (or call :meth:`close`) so the reader thread stops when the loop ends early.
+    Block ``k`` has new samples ``[k * gulp, k * gulp + gulp)`` (fewer at the file's end) and holds
+    ``[k * gulp, k * gulp + gulp + overlap)``, bit for bit as ``obs.read`` gives them, as a
+    :class:`DeviceBlock`; one that would run past the end starts earlier instead (at a multiple of
+    ``align``, as late as keeps it within ``gulp + overlap``), its first ``head`` samples context only.
+    Use it as a context manager (or call :meth:`close`) so the reader thread stops when the loop ends early.
     """
 
-    def __init__(self, obs: Observation, gulp: int, overlap: int, device: torch.device) -> None:
-        if gulp < 1 or overlap < 0:
-            raise ValueError(f"gulp must be >= 1 and overlap >= 0, not {gulp}, {overlap}")
+    def __init__(
+        self, obs: Observation, gulp: int, overlap: int, device: torch.device, *, align: int = 1
+    ) -> None:
+        if gulp < 1 or overlap < 0 or align < 1 or gulp % align:
+            raise ValueError(
+                f"need gulp >= 1 (a multiple of align >= 1) and overlap >= 0, not {gulp}, {overlap}, {align}"
+            )
         self.obs = obs
         self.gulp = gulp
         self.overlap = overlap
+        self.align = align
         self.device = device
         reader = obs.reader
         dtype = getattr(reader, "raw_dtype", None)
@@ -143,10 +159,13 @@ class BlockStream:
     def _read_ahead(self) -> None:
         try:
             total = self.obs.header.nsamples
-            for start in range(0, total, self.gulp):
+            count = self.gulp + self.overlap
+            for new in range(0, total, self.gulp):
                 if self._stop.is_set():
                     return
-                count = self.gulp + self.overlap
+                start = new
+                if new + count > total:  # reach back from the file's end: as long as the others
+                    start = min(new, -(-max(0, total - count) // self.align) * self.align)
                 array = (
                     self.obs.reader.read_raw(start, count)  # type: ignore[attr-defined]
                     if self.raw
@@ -160,7 +179,9 @@ class BlockStream:
                     dst = self._pinned[slot].numpy()[: array.nbytes].view(array.dtype).reshape(array.shape)
                     np.copyto(dst, array)  # touches the file's pages; releases the GIL
                     array = dst
-                if not self._put(_Item(start, min(self.gulp, total - start), array, self.raw, slot)):
+                if not self._put(
+                    _Item(start, min(self.gulp, total - new), new - start, array, self.raw, slot)
+                ):
                     return
             self._put(_END)
         except BaseException as exc:  # handed to the consumer, which raises it
@@ -199,7 +220,7 @@ class BlockStream:
         typed = moved.view(_RAW_DTYPES[item.array.dtype] if item.raw else torch.float32)
         shaped = typed.view(item.array.shape)
         data = raw_to_intensity(shaped) if item.raw else shaped
-        return DeviceBlock(item.start, data, item.valid)
+        return DeviceBlock(item.start, data, item.valid, item.head)
 
     def _next_item(self, block: bool) -> _Item | object | None:
         """The next item, ``_END``, or None when ``block`` is False and none is ready yet."""
@@ -220,7 +241,7 @@ class BlockStream:
             if not self._cuda:  # the reader thread already overlaps reading with compute
                 while (got := self._next_item(block=True)) is not _END:
                     assert isinstance(got, _Item)
-                    yield DeviceBlock(got.start, torch.from_numpy(got.array), got.valid)
+                    yield DeviceBlock(got.start, torch.from_numpy(got.array), got.valid, got.head)
                 return
             pending: tuple[_Item, torch.Tensor] | None = None
             ended = False

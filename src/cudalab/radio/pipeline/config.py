@@ -24,6 +24,9 @@ class SearchConfig:
     ----------
     dm_min, dm_max
         DM range, pc cm^-3.
+    dm_max_auto
+        Choose ``dm_max`` from the file instead: the largest DM whose dispersion sweep leaves half
+        the file searchable (at most 10,000; ``--dm-max auto``).
     dm_tolerance
         heimdall's DM-grid tolerance (1.25).
     pulse_width_us
@@ -64,6 +67,7 @@ class SearchConfig:
 
     dm_min: float = 0.0
     dm_max: float = 1000.0
+    dm_max_auto: bool = False
     dm_tolerance: float = 1.25
     pulse_width_us: float = 40.0
     snr_threshold: float = 6.0

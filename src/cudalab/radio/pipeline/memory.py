@@ -38,11 +38,15 @@ class MemoryBound:
     scrunched
         The largest time-scrunched copy of the block (half of it, at factor 2); 0 when nothing scrunches.
     series
-        The largest group of dedispersed trials, float32.
+        Dedispersed trials alive at once, float32: a chunk of trials (``SEARCH_CHUNK_BYTES``) for the
+        direct method, which dedisperses chunk by chunk; the largest group for the sub-band method.
     search
         Baseline and boxcar temporaries: eight times a chunk of trials (``SEARCH_CHUNK_BYTES``).
     subband
         The sub-band intermediate (``SUBBAND_BYTES``), 0 for the direct method.
+    pad
+        The sub-band method's zero-padded copy of the block at the file's end (where trials of one
+        group end at different samples), 0 for the direct method.
     clean
         Cleaning's temporaries: three copies of :data:`cudalab.radio.rfi.CHANNEL_CHUNK` rows of the
         block (alive only while it cleans, before any of the above).
@@ -57,6 +61,7 @@ class MemoryBound:
     series: int
     search: int
     subband: int
+    pad: int
     clean: int
     on_gpu: bool
 
@@ -65,7 +70,7 @@ class MemoryBound:
         """Device memory (GPU) or host memory (CPU) of the search, beyond the delay tables."""
         # GPU: the block being converted and the next, as stored; CPU: one block queued and one read
         blocks = 2 * self.stored + self.block if self.on_gpu else 3 * self.block
-        return blocks + max(self.clean, self.scrunched + self.series + self.search + self.subband)
+        return blocks + max(self.clean, self.scrunched + self.pad + self.series + self.search + self.subband)
 
     @property
     def pinned(self) -> int:
@@ -104,17 +109,18 @@ def memory_bound(
     sizes = [(s, n, outputs_per_block(block_samples, gulp, s, m, max_width)) for s, n, m in groups]
     block = 4 * c * block_samples
     stored = stored_per_sample * block_samples if on_gpu else block
-    series = max((4 * n * nout for _, n, nout in sizes), default=0)
-    chunk = min(series, SEARCH_CHUNK_BYTES + max((4 * nout for _, _, nout in sizes), default=0))
+    group = max((4 * n * nout for _, n, nout in sizes), default=0)
+    chunk = min(group, SEARCH_CHUNK_BYTES + max((4 * nout for _, _, nout in sizes), default=0))
     scrunched = max((block // s for s, _, _ in sizes if s > 1), default=0)
     return MemoryBound(
         block_samples=block_samples,
         stored=stored,
         block=block,
         scrunched=scrunched,
-        series=series,
+        series=group if subbands else chunk,
         search=8 * chunk,
         subband=SUBBAND_BYTES if subbands else 0,
+        pad=block if subbands else 0,
         clean=3 * 4 * min(c, CHANNEL_CHUNK) * block_samples,
         on_gpu=on_gpu,
     )

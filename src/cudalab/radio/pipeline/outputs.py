@@ -58,6 +58,8 @@ def search_summary(result: SearchResult) -> dict[str, Any]:
         "dm_trials": len(result.plan.dms),
         "masked_channels": len(result.masked_channels),
         "nonfinite_samples": result.nonfinite_samples,
+        "trials_not_searched": result.unsearched()["trials_not_searched"],
+        "supported_dm_max": round(result.supported_dm_max, 2),
         "seconds": round(result.seconds, 3),
         "realtime_factor": round(result.realtime_factor, 4),
         "device": result.device,
@@ -135,6 +137,8 @@ def run_search(
                 "giants": len(result.giants),
                 "candidates": len(result.candidates),
                 "nonfinite_samples": result.nonfinite_samples,
+                "unsearched": result.unsearched(),
+                "warnings": result.warnings(),
                 "time_reference": f"centre of the highest channel, {result.header.fmax_mhz:.6f} MHz",
             },
         )

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,7 +37,6 @@ from cudalab.radio.pipeline.memory import (
     MemoryBound,
     block_geometry,
     memory_bound,
-    outputs_per_block,
 )
 from cudalab.radio.rfi import clean_block
 from cudalab.radio.single_pulse.candidates import Candidate
@@ -61,6 +61,54 @@ class SearchResult:
     nonfinite_samples: int
     """NaN or infinite samples found in the data (each set to its channel's median, counted once
     however many overlapping blocks read it)."""
+    unsearched_s: NDArray[np.float64]
+    """Per DM trial, the seconds at the end of the file it could not search: its dispersion sweep
+    reaches past the end (the whole file for a trial whose sweep is longer than the file)."""
+    supported_dm_max: float
+    """The largest DM whose sweep leaves half the file searchable (:func:`supported_dm_max`)."""
+
+    def warnings(self) -> list[str]:
+        """What the user must know about this search's coverage, one sentence each ([] when none)."""
+        u = self.unsearched()
+        h, top = self.header, float(self.plan.dms[-1])
+        out = []
+        if u["trials_not_searched"]:
+            out.append(
+                f"{Path(h.path).name} is {h.duration_s:.3g} s long: the {u['trials_not_searched']} DM trials from "
+                f"{u['not_searched_above_dm']:.4g} to {top:.4g} sweep past its end and were not searched at all"
+            )
+        if u["dm_max_beyond_supported"]:
+            out.append(
+                f"it supports DM <= {self.supported_dm_max:.4g} (half the file searched at the top DM); "
+                "--dm-max auto chooses that"
+            )
+        return out
+
+    def unsearched(self, bins: int = 8) -> dict[str, Any]:
+        """What could not be searched, for search.json, the terminal and the report: per range of DM
+        trials, the unsearched seconds at the file's end; the DM above which nothing was searched."""
+        dms, lost = self.plan.dms, self.unsearched_s
+        duration = self.header.duration_s
+        none = np.flatnonzero(lost >= duration)
+        ranges = []
+        for part in np.array_split(np.arange(len(dms)), min(bins, len(dms))):
+            if len(part):
+                ranges.append(
+                    {
+                        "dm": [float(dms[part[0]]), float(dms[part[-1]])],
+                        "unsearched_s": [float(lost[part].min()), float(lost[part].max())],
+                    }
+                )
+        return {
+            "ranges": ranges,
+            "not_searched_above_dm": float(dms[none[0]]) if len(none) else None,
+            "trials_not_searched": len(none),
+            "supported_dm_max": self.supported_dm_max,
+            # the grid's last trial may step past dm_max; what was asked for is what is judged
+            "dm_max_beyond_supported": not self.config.dm_max_auto
+            and self.config.dm_max > self.supported_dm_max,
+        }
+
     device: str
     kernel: str
     memory: MemoryBound
@@ -72,6 +120,61 @@ class SearchResult:
     @property
     def realtime_factor(self) -> float:
         return self.header.duration_s / self.seconds if self.seconds > 0 else math.inf
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Trials sharing a scrunch factor, and how they are dedispersed."""
+
+    factor: int
+    idx: NDArray[np.int64]
+    """Their indices in the plan (DM order)."""
+    delays: torch.Tensor | SubbandPlan
+    """Delays on the device, or the two-stage plan."""
+    max_delay: int
+    """The largest delay, scrunched samples, kept on the host: reading it back from the device would
+    cost a GPU->CPU sync per group per block."""
+    row_delay: NDArray[np.int64]
+    """Each trial's own largest delay (scrunched), which ends its search at the file's end."""
+
+
+#: The largest DM ``dm_max_auto`` chooses, whatever the file's length: beyond every DM measured yet
+#: (FRB 20220610A's 1458 and the Galactic-plane pulsars' ~1700 among the highest) with room to spare.
+AUTO_DM_CAP = 10_000.0
+
+
+def supported_dm_max(h: Header, k_dm: float, searched_fraction: float = 0.5) -> float:
+    """The largest DM whose dispersion sweep across the band leaves ``searched_fraction`` of the file
+    searchable (the sweep's last seconds cannot be dedispersed at that DM)."""
+    sweep_per_dm = k_dm * (h.fmin_mhz**-2 - h.fmax_mhz**-2)
+    return math.inf if sweep_per_dm <= 0 else (1 - searched_fraction) * h.duration_s / sweep_per_dm
+
+
+def trial_runs(n_rows: NDArray[np.int64], *, tolerance: int, rows: int) -> list[tuple[int, int, int]]:
+    """``(first row, end row, outputs)`` runs of consecutive trials searched together.
+
+    ``n_rows`` is each trial's number of outputs; a run's trials are searched over the run's smallest,
+    so a run is cut where they would lose more than ``tolerance`` samples (only at the file's end do
+    they differ), and after ``rows`` trials (the memory bound). Trials with no outputs are left out.
+    """
+    out: list[tuple[int, int, int]] = []
+    r0 = 0
+    while r0 < len(n_rows):
+        if n_rows[r0] <= 0:
+            r0 += 1
+            continue
+        r1, low = r0 + 1, int(n_rows[r0])
+        while (
+            r1 < len(n_rows)
+            and r1 - r0 < rows
+            and n_rows[r1] > 0
+            and int(n_rows[r0]) - int(n_rows[r1]) <= tolerance
+        ):
+            low = min(low, int(n_rows[r1]))
+            r1 += 1
+        out.append((r0, r1, low))
+        r0 = r1
+    return out
 
 
 class _StageClock:
@@ -112,10 +215,16 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
         raise CudalabError(
             f"{h.path}: a dedispersed time series (nchans={h.nchans}) cannot be searched over DM"
         )
+    supported = supported_dm_max(h, cfg.k_dm)
+    dm_max = min(supported, AUTO_DM_CAP) if cfg.dm_max_auto else cfg.dm_max
+    if dm_max < cfg.dm_min:
+        raise CudalabError(
+            f"{h.path}: {h.duration_s:.3g} s is too short for DMs from {cfg.dm_min:g} (it supports DM <= {supported:.4g})"
+        )
     plan = make_plan(
         h,
         cfg.dm_min,
-        cfg.dm_max,
+        dm_max,
         tolerance=cfg.dm_tolerance,
         pulse_width_us=cfg.pulse_width_us,
         scrunch=cfg.scrunch,
@@ -125,29 +234,26 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
     )
     widths = boxcar_widths(cfg.max_width_s, h.tsamp_s)
     max_w = widths[-1]
-    # (factor, trial indices, delays on the device or the two-stage plan, the largest delay in scrunched
-    # samples kept on the host: reading it back from the device would cost a GPU->CPU sync per group
-    # per block)
-    groups: list[tuple[int, NDArray[np.int64], torch.Tensor | SubbandPlan, int]] = []
+    groups: list[_Group] = []
     for s, idx in plan.groups():
         d = plan.delays_scrunched(s, idx)
         if cfg.subbands:
             sub = plan_subbands(d, min(cfg.subbands, h.nchans), cfg.subband_tolerance)
-            groups.append((s, idx, sub, sub.max_delay))
+            groups.append(_Group(s, idx, sub, sub.max_delay, sub.effective_delays().max(axis=1)))
         else:
             # int32, trial-minor: a kernel tile reads the delays of its trials for one channel at once
             dt = torch.from_numpy(np.ascontiguousarray(d.T, dtype=np.int32)).to(device).T
-            groups.append((s, idx, dt, int(d.max())))
+            groups.append(_Group(s, idx, dt, int(d.max()), d.max(axis=1)))
     gulp, overlap = block_geometry(
-        plan, cfg.gulp, cfg.max_width_s, h.tsamp_s, [(f, m) for f, _, _, m in groups]
+        plan, cfg.gulp, cfg.max_width_s, h.tsamp_s, [(g.factor, g.max_delay) for g in groups]
     )
-    stream = BlockStream(obs, gulp, overlap, device)
+    stream = BlockStream(obs, gulp, overlap, device, align=int(plan.scrunch.max()))
     memory = memory_bound(
         h,
         gulp,
         overlap,
         max_w,
-        [(s, len(idx), m) for s, idx, _, m in groups],
+        [(g.factor, len(g.idx), g.max_delay) for g in groups],
         stored_per_sample=stream.bytes_per_sample,
         subbands=bool(cfg.subbands),
         on_gpu=device.type == "cuda",
@@ -160,6 +266,7 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
     mask_union = np.zeros(h.nchans, dtype=bool)
     masked_sum = 0.0
     nonfinite_total = 0
+    reach = np.zeros(len(plan.dms), dtype=np.int64)  # native samples each trial has searched up to
     nblocks = 0
     total = h.nsamples
     # the reader thread stops when the loop ends, however it ends
@@ -171,8 +278,9 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
             if block is None:
                 break
             with clock("clean"):
-                # the block is ours (cleaned in place); its overlap's bad samples count in the next one
-                x, mask, nonfinite = clean_block(block.data, cfg.rfi, inplace=True, counted=block.valid)
+                # the block is ours (cleaned in place); bad samples are counted where they are new
+                new = (block.head, block.head + block.valid)
+                x, mask, nonfinite = clean_block(block.data, cfg.rfi, inplace=True, counted=new)
                 mask_np = mask.cpu().numpy()
                 # the live channels, worked out once here from the host mask (no further sync), serve
                 # every group and sub-band on either kernel
@@ -181,41 +289,61 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
             masked_sum += float(mask_np.mean())
             nonfinite_total += nonfinite
             nblocks += 1
-            for factor, idx, delays, max_delay in groups:
-                valid_s = -(-block.valid // factor)
-                nout = outputs_per_block(block.data.shape[1], block.valid, factor, max_delay, max_w)
+            for g in groups:
+                f = g.factor
+                # each trial's outputs here: the new samples and a boxcar's reach past them, as far as
+                # the block's samples less the trial's own largest delay allow (at the file's end a
+                # trial of small delay searches further than its group's largest delay would let it)
+                # (block.start and block.head are multiples of every scrunch factor: the stream aligns them)
+                begin, valid = block.head // f, block.head // f + -(-block.valid // f)
+                nominal = valid + max_w // f
+                n_rows = np.minimum(nominal, block.data.shape[1] // f - g.row_delay)
+                n_rows = np.where(n_rows > begin, n_rows, 0)  # a trial with nothing new here sits out
+                nout = int(n_rows.max())
                 if nout <= 0:
                     continue
+                reach[g.idx] = np.maximum(reach[g.idx], block.start + np.maximum(n_rows, 0) * f)
                 with clock("dedisperse"):
-                    xs = scrunch_time(x, factor)
-                    if isinstance(delays, SubbandPlan):
-                        series = dedisperse_subband(
-                            xs, delays, nout, weights=live, kernels=kernels, budget_bytes=SUBBAND_BYTES
+                    xs = scrunch_time(x, f)
+                    whole = None
+                    if isinstance(g.delays, SubbandPlan):  # every trial of the group at once
+                        short = nout + g.max_delay - xs.shape[1]
+                        if short > 0:  # only at the end: zeros stand past it, read by no trial's search
+                            xs = torch.nn.functional.pad(xs, (0, short))
+                        whole = dedisperse_subband(
+                            xs, g.delays, nout, weights=live, kernels=kernels, budget_bytes=SUBBAND_BYTES
                         )
+                # runs of trials that end alike, a chunk of trials at a time: the baseline and boxcar
+                # temporaries (about eight copies of what they search on the torch path, two on the fused
+                # kernel's) stay bounded by SEARCH_CHUNK_BYTES whatever the trial count; the direct method
+                # dedisperses each run to its own end, so no trial reads past the block
+                rows = max(1, SEARCH_CHUNK_BYTES // (4 * nout))
+                for r0, r1, n in trial_runs(n_rows, tolerance=max(1, max_w // f // 4), rows=rows):
+                    if isinstance(g.delays, torch.Tensor):
+                        with clock("dedisperse"):
+                            series = kernels.dedisperse(xs, g.delays[r0:r1], n, weights=live)
                     else:
-                        series = kernels.dedisperse(xs, delays, nout, weights=live)
-                with clock("search"):
-                    # a chunk of trials at a time: the baseline and boxcar temporaries (about eight
-                    # copies of what they search on the torch path, two on the fused kernel's) stay
-                    # bounded by SEARCH_CHUNK_BYTES whatever the trial count
-                    rows = max(1, SEARCH_CHUNK_BYTES // (4 * nout))
-                    for r0 in range(0, len(idx), rows):
+                        assert whole is not None
+                        series = whole[r0:r1, :n]
+                    with clock("search"):
                         parts.append(
                             search_series(
-                                series[r0 : r0 + rows],
-                                idx[r0 : r0 + rows],
-                                baseline_samples=max(8, int(cfg.baseline_s / (h.tsamp_s * factor))),
+                                series,
+                                g.idx[r0:r1],
+                                baseline_samples=max(8, int(cfg.baseline_s / (h.tsamp_s * f))),
                                 threshold=cfg.snr_threshold,
-                                widths=[max(1, w // factor) for w in widths if w >= factor] or [1],
-                                scrunch=factor,
+                                widths=[max(1, w // f) for w in widths if w >= f] or [1],
+                                scrunch=f,
                                 first_sample=block.start,
-                                valid=valid_s,
+                                valid=valid,
                                 boxcar=kernels.boxcar,
+                                begin=begin,
                             )
                         )
                     del series
+                del whole
             if progress is not None:
-                progress("search", min(block.start + block.valid, total), total)
+                progress("search", min(block.start + block.head + block.valid, total), total)
     with clock("cluster"):
         giants = Giants.concat(parts)
         clusters = cluster_giants(
@@ -272,6 +400,8 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
         mask_fraction=masked_sum / max(nblocks, 1),
         masked_channels=np.flatnonzero(mask_union).tolist(),
         nonfinite_samples=nonfinite_total,
+        unsearched_s=(np.clip(total - reach, 0, total) * h.tsamp_s).astype(np.float64),
+        supported_dm_max=supported,
         device=str(device),
         kernel=kernels.name,
         memory=memory,

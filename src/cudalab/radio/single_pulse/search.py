@@ -78,19 +78,28 @@ def _knots(y: torch.Tensor, window: int) -> tuple[torch.Tensor, int]:
 
     The row is cut into chunks of ``window // 8`` samples whose medians are taken; a running median
     of 9 chunk medians (spanning ~``window``) smooths them. Medians of medians keep the robustness
-    that matters here (a pulse narrower than a chunk barely moves it). Short rows (``window >= n``
-    or under 32 samples) get one knot: their median.
+    that matters here (a pulse narrower than a chunk barely moves it). A ragged last chunk shorter
+    than half a chunk is folded into the one before it: its own median, of a handful of samples,
+    would otherwise set the baseline of the row's end (the edge padding repeats it), and a slow drift
+    there read as a pulse. Short rows (``window >= n`` or under 32 samples) get one knot: their median.
     """
     rows, n = y.shape
     if window >= n or n < 32:
         return y.median(dim=1, keepdim=True).values, max(n, 1)
     chunk = max(1, window // 8)
     nchunks = -(-n // chunk)
-    pad = nchunks * chunk - n
-    # Pad the ragged last chunk with NaN, not copies of the last sample: nanmedian then takes the median
-    # of the real samples only (a replicated last value would become that chunk's "median").
-    padded = torch.nn.functional.pad(y, (0, pad), value=float("nan")) if pad else y
-    meds = padded.reshape(rows, nchunks, chunk).nanmedian(dim=2).values  # (rows, nchunks)
+    rest = n - (nchunks - 1) * chunk  # samples in the last chunk
+    if nchunks > 1 and 2 * rest < chunk:  # fold a sliver into the chunk before it
+        nchunks -= 1
+        head = y[:, : (nchunks - 1) * chunk].reshape(rows, nchunks - 1, chunk).median(dim=2).values
+        tail = y[:, (nchunks - 1) * chunk :].median(dim=1, keepdim=True).values
+        meds = torch.cat([head, tail], dim=1)
+    else:
+        pad = nchunks * chunk - n
+        # Pad the ragged last chunk with NaN, not copies of the last sample: nanmedian then takes the
+        # median of the real samples only (a replicated last value would become that chunk's "median").
+        padded = torch.nn.functional.pad(y, (0, pad), value=float("nan")) if pad else y
+        meds = padded.reshape(rows, nchunks, chunk).nanmedian(dim=2).values  # (rows, nchunks)
     k = min(9, nchunks if nchunks % 2 else nchunks - 1)
     if k >= 3:
         meds = torch.nn.functional.pad(meds[:, None], (k // 2, k // 2), mode="replicate")[:, 0]
@@ -232,9 +241,14 @@ def _giants(
     widths: list[int],
     scrunch: int,
     first_sample: int,
+    begin: int = 0,
 ) -> Giants:
-    """The peak of every run of hits, as giants in native samples (the only data leaving the device)."""
+    """The peak of every run of hits, as giants in native samples (the only data leaving the device);
+    hits of boxcars starting before column ``begin`` (another block's) are left out."""
     row, t, k, snr = (h.cpu().numpy() for h in hits)
+    if begin > 0:
+        keep = t >= begin
+        row, t, k, snr = row[keep], t[keep], k[keep], snr[keep]
     peak = run_peaks(row, t, k, snr)
     w = np.asarray(widths, dtype=np.int64)[k[peak]]
     return Giants(
@@ -285,14 +299,17 @@ def search_series(
     first_sample: int,
     valid: int,
     boxcar: Callable[..., Hits] = boxcar_hits_torch,
+    begin: int = 0,
 ) -> Giants:
     """The single-pulse search of dedispersed series: baseline, noise, boxcars, giants.
 
     Fits the baseline (:func:`fit_baseline`) and hands it, with the raw series, to ``boxcar``: the
     torch reference, or the fused Triton kernel (:attr:`cudalab.radio.kernels.KernelSet.boxcar`),
     which normalises, filters every width and compacts the hits on the fly, reading the series once.
-    The other arguments are those of :func:`find_giants`.
+    Boxcars starting at columns ``begin`` to ``valid`` are kept (the earlier ones belong to another
+    block: a block reaching back from the file's end). The other arguments are those of
+    :func:`find_giants`.
     """
     b = fit_baseline(series, baseline_samples)
     hits = boxcar(series, b, widths=widths, threshold=threshold, valid=valid)
-    return _giants(hits, dm_index, widths, scrunch, first_sample)
+    return _giants(hits, dm_index, widths, scrunch, first_sample, begin)
