@@ -144,3 +144,15 @@ def test_asking_for_the_gpu_without_one(
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_simulating_the_demo_with_other_channel_counts_keeps_its_rfi_in_the_band(tmp_path: Path) -> None:
+    """It crashed with 64 channels: the demo's carrier sat at channels 100-103 whatever the count."""
+    for nchans in (64, 16, 2048):
+        fil = tmp_path / f"d{nchans}.fil"
+        assert main(["radio", "simulate", str(fil), "--nchans", str(nchans), "--duration", "2"]) == ExitCode.OK
+        truth = json.loads(fil.with_suffix(".truth.json").read_text())
+        assert truth["header"]["nchans"] == nchans
+        assert truth["header"]["fmin_mhz"] == pytest.approx(1500 - 300 + 300 / nchans, rel=1e-6)
+        for r in truth["rfi"]:
+            assert 0 <= r["channels"][0] < r["channels"][1] <= nchans, r

@@ -107,7 +107,7 @@ def simulate(
         if duration_s is not None:
             cfg = replace(cfg, duration_s=duration_s)
         if nchans is not None:
-            cfg = replace(cfg, nchans=nchans, foff_mhz=cfg.foff_mhz * cfg.nchans / nchans)
+            cfg = cfg.with_nchans(nchans)
         if preset == "noise":
             cfg = replace(cfg, bursts=(), pulsars=(), rfi=())
         if bursts:

@@ -17,7 +17,7 @@ import os
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -168,6 +168,23 @@ class SimConfig:
             raise ValueError("nchans >= 1, tsamp_s > 0 and duration_s > 0 are required")
         if self.nbits not in (1, 2, 4, 8, 16, 32):
             raise ValueError(f"nbits must be one of 1, 2, 4, 8, 16, 32, not {self.nbits}")
+        for r in self.rfi:
+            c0, c1 = r.channels
+            if r.kind != "impulse" and not 0 <= c0 < c1 <= self.nchans:
+                raise ValueError(f"RFI channels {c0}-{c1} lie outside the {self.nchans} channels")
+
+    def with_nchans(self, nchans: int) -> SimConfig:
+        """The same band cut into ``nchans`` channels; RFI keeps its place in the band (its channel
+        range scaled, at least one channel wide)."""
+        if nchans < 1:
+            raise ValueError(f"nchans must be >= 1, not {nchans}")
+        scale = nchans / self.nchans
+
+        def scaled(r: Rfi) -> Rfi:
+            c0 = min(int(r.channels[0] * scale), nchans - 1)
+            return replace(r, channels=(c0, max(c0 + 1, min(nchans, round(r.channels[1] * scale)))))
+
+        return replace(self, nchans=nchans, foff_mhz=self.foff_mhz / scale, rfi=tuple(scaled(r) for r in self.rfi))
 
 
 # --------------------------------------------------------------------------------------------------
