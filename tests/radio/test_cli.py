@@ -98,7 +98,7 @@ def test_simulate_then_search(tmp_path: Path, capsys: pytest.CaptureFixture[str]
             "kernel must be one of auto, torch, triton",
         ),
         (["radio", "simulate", "{tmp}/x.fil", "--preset", "bogus"], "--preset must be demo or noise"),
-        (["radio", "info", "{data}/radio/GBT_J1807-0847.inf"], "neither SIGPROC"),
+        (["radio", "info", "{data}/README.md"], "neither SIGPROC"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

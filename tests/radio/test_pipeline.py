@@ -149,11 +149,6 @@ def test_refuses_to_replace_a_folder_that_is_not_a_search(
     assert (tmp_path / "thesis" / "chapter1.tex").read_text() == "precious"
 
 
-def test_time_series_cannot_be_searched(shared_data: Path) -> None:
-    with pytest.raises(CudalabError, match="cannot be searched over DM"):
-        search_file(shared_data / "radio" / "GBT_J1807-0847.tim", CFG)
-
-
 def test_real_pulsar_single_pulses_in_the_tutorial_file(shared_data: Path) -> None:
     """tutorial.fil: a P = 250 ms, DM 30 pulsar with ~8 sigma single pulses, in 2-bit data.
 

@@ -173,3 +173,16 @@ def make_plan(
         fref_mhz=fref,
         k_dm=k_dm,
     )
+
+
+def single_trial_plan(header: Header, dm: float, k_dm: float = DM_CONSTANT) -> DedispersionPlan:
+    """The plan of a series already dedispersed (at ``dm``): one trial, no delays, no scrunching."""
+    return DedispersionPlan(
+        dms=np.array([float(dm)]),
+        delays=np.zeros((1, header.nchans), dtype=np.int64),
+        scrunch=np.ones(1, dtype=np.int64),
+        effective_width_s=np.array([header.tsamp_s]),
+        tsamp_s=header.tsamp_s,
+        fref_mhz=header.fmax_mhz,
+        k_dm=k_dm,
+    )

@@ -183,4 +183,6 @@ class Header:
             "npol_stored": self.npol_stored,
             "tstart_mjd": self.tstart_mjd,
             "position_deg": self.position_deg,
+            "data_type": "time series" if self.data_type == 2 else "filterbank",
+            "refdm": self.refdm,
         }

@@ -15,6 +15,8 @@ from cudalab.radio.io.header import Header
 
 PSRFITS_SUFFIXES = (".fits", ".sf", ".fit", ".psrfits")
 SIGPROC_SUFFIXES = (".fil", ".tim")
+#: A PRESTO time series is raw floats: told by its name, ``NAME.dat`` with ``NAME.inf`` beside it.
+PRESTO_SUFFIXES = (".dat", ".inf")
 
 
 class _Reader(Protocol):
@@ -51,9 +53,11 @@ class Observation:
 
 
 def open_observation(path: str | Path) -> Observation:
-    """Open a SIGPROC (``.fil``, ``.tim``) or PSRFITS search-mode (``.fits``, ``.sf``) file.
+    """Open a SIGPROC (``.fil``, ``.tim``) or PSRFITS search-mode (``.fits``, ``.sf``) file, or a PRESTO
+    time series (``.dat`` with its ``.inf``, either named).
 
-    The format is decided by the file's first bytes, not its name.
+    The format is decided by the file's first bytes, not its name (a PRESTO ``.dat`` has none: its
+    name and the ``.inf`` beside it say what it is).
 
     Raises
     ------
@@ -77,7 +81,11 @@ def open_observation(path: str | Path) -> Observation:
             head = fh.read(16)
     except OSError as exc:
         raise CudalabError(f"{p}: cannot read it ({exc.strerror})") from None
-    if head[4:16] == b"HEADER_START":
+    if p.suffix in PRESTO_SUFFIXES and head[4:16] != b"HEADER_START":
+        from cudalab.radio.io.presto import PrestoReader
+
+        obs = Observation(PrestoReader(p))
+    elif head[4:16] == b"HEADER_START":
         from cudalab.radio.io.sigproc import SigprocReader
 
         obs = Observation(SigprocReader(p))

@@ -104,7 +104,7 @@ def run_search(
         obs = open_observation(path)
         device = torch.device(result.device)
         cutouts = {}
-        top = result.candidates[: cfg.cutouts]
+        top = result.candidates[: cfg.cutouts] if result.header.nchans > 1 else []  # a series has no spectrum
         for i, cand in enumerate(top):
             cut = make_cutout(obs, cand, k_dm=cfg.k_dm, rfi=cfg.rfi, device=device)
             cand_id = f"cand_{i:04d}_t{cand.time_s:.4f}_dm{cand.dm:.1f}_snr{cand.snr:.1f}"

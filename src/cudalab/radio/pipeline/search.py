@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 from cudalab.env.device import resolve_device
 from cudalab.errors import CudalabError
 from cudalab.radio.dedispersion.direct import LiveChannels, scrunch_time
-from cudalab.radio.dedispersion.plan import DedispersionPlan, make_plan
+from cudalab.radio.dedispersion.plan import DedispersionPlan, make_plan, single_trial_plan
 from cudalab.radio.dedispersion.subband import SubbandPlan, dedisperse_subband, plan_subbands
 from cudalab.radio.io.header import Header
 from cudalab.radio.io.observation import open_observation
@@ -38,7 +38,7 @@ from cudalab.radio.pipeline.memory import (
     block_geometry,
     memory_bound,
 )
-from cudalab.radio.rfi import clean_block
+from cudalab.radio.rfi import RfiConfig, clean_block
 from cudalab.radio.single_pulse.candidates import Candidate
 from cudalab.radio.single_pulse.cluster import cluster_giants
 from cudalab.radio.single_pulse.refine import refine_dm, sweep_dm
@@ -138,6 +138,10 @@ class _Group:
     """Each trial's own largest delay (scrunched), which ends its search at the file's end."""
 
 
+#: Cleaning of a single series: no channels to compare (zero-DM would subtract the series from
+#: itself); each block is normalised to zero median and unit robust noise, as every channel is.
+TIME_SERIES_RFI = RfiConfig(zero_dm=False, mad_threshold=0.0, sk_threshold=0.0)
+
 #: The largest DM ``dm_max_auto`` chooses, whatever the file's length: beyond every DM measured yet
 #: (FRB 20220610A's 1458 and the Galactic-plane pulsars' ~1700 among the highest) with room to spare.
 AUTO_DM_CAP = 10_000.0
@@ -211,27 +215,29 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
         raise CudalabError(str(exc)) from None
     obs = open_observation(path)
     h = obs.header
-    if h.data_type == 2 or h.nchans < 2:
-        raise CudalabError(
-            f"{h.path}: a dedispersed time series (nchans={h.nchans}) cannot be searched over DM"
-        )
     supported = supported_dm_max(h, cfg.k_dm)
-    dm_max = min(supported, AUTO_DM_CAP) if cfg.dm_max_auto else cfg.dm_max
-    if dm_max < cfg.dm_min:
-        raise CudalabError(
-            f"{h.path}: {h.duration_s:.3g} s is too short for DMs from {cfg.dm_min:g} (it supports DM <= {supported:.4g})"
+    series_only = h.data_type == 2 or h.nchans == 1
+    rfi = TIME_SERIES_RFI if series_only else cfg.rfi
+    if series_only:  # already dedispersed: one trial, at the file's DM
+        plan = single_trial_plan(h, h.refdm, cfg.k_dm)
+    else:
+        dm_max = min(supported, AUTO_DM_CAP) if cfg.dm_max_auto else cfg.dm_max
+        if dm_max < cfg.dm_min:
+            raise CudalabError(
+                f"{h.path}: {h.duration_s:.3g} s is too short for DMs from {cfg.dm_min:g} "
+                f"(it supports DM <= {supported:.4g})"
+            )
+        plan = make_plan(
+            h,
+            cfg.dm_min,
+            dm_max,
+            tolerance=cfg.dm_tolerance,
+            pulse_width_us=cfg.pulse_width_us,
+            scrunch=cfg.scrunch,
+            scrunch_tolerance=cfg.scrunch_tolerance,
+            max_scrunch=cfg.max_scrunch,
+            k_dm=cfg.k_dm,
         )
-    plan = make_plan(
-        h,
-        cfg.dm_min,
-        dm_max,
-        tolerance=cfg.dm_tolerance,
-        pulse_width_us=cfg.pulse_width_us,
-        scrunch=cfg.scrunch,
-        scrunch_tolerance=cfg.scrunch_tolerance,
-        max_scrunch=cfg.max_scrunch,
-        k_dm=cfg.k_dm,
-    )
     widths = boxcar_widths(cfg.max_width_s, h.tsamp_s)
     max_w = widths[-1]
     groups: list[_Group] = []
@@ -280,7 +286,7 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
             with clock("clean"):
                 # the block is ours (cleaned in place); bad samples are counted where they are new
                 new = (block.head, block.head + block.valid)
-                x, mask, nonfinite = clean_block(block.data, cfg.rfi, inplace=True, counted=new)
+                x, mask, nonfinite = clean_block(block.data, rfi, inplace=True, counted=new)
                 mask_np = mask.cpu().numpy()
                 # the live channels, worked out once here from the host mask (no further sync), serve
                 # every group and sub-band on either kernel
@@ -373,7 +379,7 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
         cands.sort(key=lambda c: -c.snr)
     sweep_per_dm = cfg.k_dm * (h.fmin_mhz**-2 - h.fmax_mhz**-2)  # seconds across the band per unit DM
     with clock("refine"):
-        for i, c in enumerate(cands[: cfg.refine]):
+        for i, c in enumerate(cands[: 0 if series_only else cfg.refine]):  # one DM: nothing to refine
             j = c.dm_index
             lo, hi = float(plan.dms[max(j - 1, 0)]), float(plan.dms[min(j + 1, len(plan.dms) - 1)])
             dm, _ = refine_dm(
