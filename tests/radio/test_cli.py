@@ -150,7 +150,9 @@ def test_simulating_the_demo_with_other_channel_counts_keeps_its_rfi_in_the_band
     """It crashed with 64 channels: the demo's carrier sat at channels 100-103 whatever the count."""
     for nchans in (64, 16, 2048):
         fil = tmp_path / f"d{nchans}.fil"
-        assert main(["radio", "simulate", str(fil), "--nchans", str(nchans), "--duration", "2"]) == ExitCode.OK
+        assert (
+            main(["radio", "simulate", str(fil), "--nchans", str(nchans), "--duration", "2"]) == ExitCode.OK
+        )
         truth = json.loads(fil.with_suffix(".truth.json").read_text())
         assert truth["header"]["nchans"] == nchans
         assert truth["header"]["fmin_mhz"] == pytest.approx(1500 - 300 + 300 / nchans, rel=1e-6)

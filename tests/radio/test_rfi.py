@@ -27,7 +27,8 @@ def test_zero_dm_removes_a_broadband_impulse_and_keeps_a_dispersed_pulse() -> No
     x[:, 500:504] += 5.0  # impulse in every channel
     sweep = torch.arange(128) * 4 + 1000
     x[torch.arange(128), sweep] += 5.0  # dispersed: one channel at a time
-    y = zero_dm(x)
+    y, mean = zero_dm(x)
+    torch.testing.assert_close(y + mean, x)  # what was subtracted, given back
     assert y[:, 500:504].mean().abs() < 0.2
     assert y[torch.arange(128), sweep].mean() > 4.8
 
@@ -56,7 +57,7 @@ def test_clean_block_normalises_masks_and_spares_bursts() -> None:
     x[:, 1000:1003] += 60.0  # a strong broadband impulse must not make the kurtosis test mask everything
     sweep = torch.arange(128) * 2 + 2000
     x[torch.arange(128), sweep] += 30.0  # a dispersed burst (3 sigma per channel)
-    y, mask, _ = clean_block(x, RfiConfig())
+    y, mask, _, _ = clean_block(x, RfiConfig())
     assert mask[40] and mask[41] and mask.sum() <= 3
     assert (y[mask] == 0).all()
     good = ~mask
@@ -72,7 +73,7 @@ def test_clean_block_scales_long_channels_from_a_strided_subset() -> None:
     g = torch.Generator().manual_seed(6)
     gains = torch.tensor([0.5, 1.0, 7.0, 30.0])[:, None]
     x = 100 * gains + gains * torch.randn(4, n, generator=g)
-    out, mask, _ = clean_block(x, RfiConfig(zero_dm=False, mad_threshold=0, sk_threshold=0))
+    out, mask, _, _ = clean_block(x, RfiConfig(zero_dm=False, mad_threshold=0, sk_threshold=0))
     assert not mask.any()
     med = out.median(dim=1).values
     mad_std = (out - med[:, None]).abs().median(dim=1).values * MAD_TO_STD

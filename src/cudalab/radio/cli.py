@@ -262,7 +262,11 @@ def search(
         int | None, typer.Option(help="Candidates plotted in the report (report_top; default 8).")
     ] = None,
     zero_dm: Annotated[
-        bool | None, typer.Option("--zero-dm/--no-zero-dm", help="Subtract the DM-0 series (rfi.zero_dm).")
+        bool | None,
+        typer.Option(
+            "--zero-dm/--no-zero-dm",
+            help="Subtract the DM-0 series from trials of sweep >= rfi.zero_dm_min_sweep_s (off by default).",
+        ),
     ] = None,
     gulp: Annotated[int | None, typer.Option(help="Samples per block (memory bound; default 32768).")] = None,
     subbands: Annotated[

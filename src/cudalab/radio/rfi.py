@@ -49,14 +49,16 @@ def detrend_channels(stat: torch.Tensor, window: int) -> torch.Tensor:
     return stat - padded.unfold(0, window, 1).median(dim=1).values
 
 
-def zero_dm(data: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
+def zero_dm(data: torch.Tensor, *, inplace: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Subtract each time sample's mean over channels (Eatough et al. 2009): removes DM-0 impulses.
 
-    Shape: ``(nchans, ntime)`` -> same (``data`` itself when ``inplace``). A dispersed pulse occupies
-    few channels at any instant, so it loses only about 1/nchans of its power.
+    Shape: ``(nchans, ntime)`` -> same (``data`` itself when ``inplace``), and the ``(ntime,)`` series
+    subtracted. A pulse occupies ``nchans x width / sweep`` channels at any instant, so it loses that
+    fraction of its power: little for a pulse dispersed over many widths, all of it for one whose sweep
+    is shorter than its width.
     """
-    mean = data.mean(dim=0, keepdim=True)
-    return data.sub_(mean) if inplace else data - mean
+    mean = data.mean(dim=0)
+    return (data.sub_(mean) if inplace else data - mean), mean
 
 
 def _channel_z(stat: torch.Tensor, window: int) -> torch.Tensor:
@@ -129,7 +131,15 @@ class RfiConfig:
     Attributes
     ----------
     zero_dm
-        Subtract the DM-0 time series.
+        Subtract the DM-0 time series (broadband impulses) from trials whose dispersion sweep across
+        the band is at least ``zero_dm_min_sweep_s``.
+    zero_dm_min_sweep_s
+        Trials of a shorter sweep are searched without zero-DM: it would subtract a pulse as wide as
+        their sweep with the DM-0 series (a low DM on a narrow band), and it empties the DM-0 trial
+        itself, whose collapsed noise then makes residuals look significant. 30 ms, chosen by
+        ``benchmarks/radio_zero_dm.py``: it keeps the tutorial pulsar's and low-DM bursts' pulses as
+        zero-DM off does, and removes most broadband impulses' fragments as zero-DM on does (what
+        stays lies at DMs whose sweep is under 30 ms).
     mad_threshold
         Channel mean/std outlier threshold; 0 disables.
     sk_threshold
@@ -139,13 +149,14 @@ class RfiConfig:
     """
 
     zero_dm: bool = True
+    zero_dm_min_sweep_s: float = 0.03
     mad_threshold: float = 5.0
     sk_threshold: float = 8.0
     window: int = 33
 
     def __post_init__(self) -> None:
-        if self.mad_threshold < 0 or self.sk_threshold < 0:
-            raise ValueError("thresholds must be >= 0 (0 disables a test)")
+        if self.mad_threshold < 0 or self.sk_threshold < 0 or self.zero_dm_min_sweep_s < 0:
+            raise ValueError("thresholds and zero_dm_min_sweep_s must be >= 0 (0 disables a test)")
         if self.window < 3:
             raise ValueError(f"window must be >= 3 channels, not {self.window}")
 
@@ -164,6 +175,9 @@ class Cleaned(NamedTuple):
     """``(nchans,)`` bool, True = masked."""
     nonfinite: int
     """Samples that were NaN or infinite (set to their channel's median, so they add nothing)."""
+    zero_dm: torch.Tensor | None
+    """``(ntime,)``: what zero-DM subtracted from every live channel at each sample (None when off):
+    adding it back gives the block as cleaned without zero-DM."""
 
 
 def fill_nonfinite(x: torch.Tensor, counted: tuple[int, int] | None = None) -> tuple[int, torch.Tensor]:
@@ -232,13 +246,17 @@ def clean_block(
         std = rows.std(dim=1, keepdim=True)
         scale = torch.where(scale > 0, scale, std).clamp_min(1e-6)
         rows.sub_(med).div_(scale)
+    subtracted = None
     if cfg.zero_dm:
-        zero_dm(x, inplace=True)
+        x, subtracted = zero_dm(x, inplace=True)
     if cfg.sk_threshold > 0:
         mask |= spectral_kurtosis_mask(x, cfg.sk_threshold)
     x[mask] = 0.0
     if cfg.zero_dm and bool(mask.any()):
         good = (~mask).sum().clamp_min(1)
-        x.sub_(x.sum(dim=0, keepdim=True) / good)
+        again = x.sum(dim=0) / good
+        x.sub_(again)
         x[mask] = 0.0
-    return Cleaned(x, mask, nonfinite)
+        assert subtracted is not None
+        subtracted += again
+    return Cleaned(x, mask, nonfinite, subtracted)

@@ -184,7 +184,9 @@ class SimConfig:
             c0 = min(int(r.channels[0] * scale), nchans - 1)
             return replace(r, channels=(c0, max(c0 + 1, min(nchans, round(r.channels[1] * scale)))))
 
-        return replace(self, nchans=nchans, foff_mhz=self.foff_mhz / scale, rfi=tuple(scaled(r) for r in self.rfi))
+        return replace(
+            self, nchans=nchans, foff_mhz=self.foff_mhz / scale, rfi=tuple(scaled(r) for r in self.rfi)
+        )
 
 
 # --------------------------------------------------------------------------------------------------

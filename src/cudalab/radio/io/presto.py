@@ -82,7 +82,9 @@ class PrestoReader:
             raise CudalabError(f"{self.inf}: the number of bins is {nbins:g}, not a positive integer")
         held = self.dat.stat().st_size // 4
         if held < nbins:
-            raise CudalabError(f"{self.dat}: truncated: {self.inf.name} says {int(nbins)} samples, it holds {held}")
+            raise CudalabError(
+                f"{self.dat}: truncated: {self.inf.name} says {int(nbins)} samples, it holds {held}"
+            )
         tsamp = _number(values, "tsamp", self.inf)
         flow = _number(values, "flow", self.inf, default=0.0)
         bandwidth = _number(values, "bandwidth", self.inf, default=0.0)

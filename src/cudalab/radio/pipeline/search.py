@@ -136,6 +136,10 @@ class _Group:
     cost a GPU->CPU sync per group per block."""
     row_delay: NDArray[np.int64]
     """Each trial's own largest delay (scrunched), which ends its search at the file's end."""
+    protected: int = 0
+    """Its first trials (lowest DM) searched without zero-DM (their sweep is too short for it)."""
+    protected_delays: torch.Tensor | None = None
+    """Their delays on the device, to dedisperse the DM-0 series subtracted from them back in."""
 
 
 #: Cleaning of a single series: no channels to compare (zero-DM would subtract the series from
@@ -152,6 +156,12 @@ def supported_dm_max(h: Header, k_dm: float, searched_fraction: float = 0.5) -> 
     searchable (the sweep's last seconds cannot be dedispersed at that DM)."""
     sweep_per_dm = k_dm * (h.fmin_mhz**-2 - h.fmax_mhz**-2)
     return math.inf if sweep_per_dm <= 0 else (1 - searched_fraction) * h.duration_s / sweep_per_dm
+
+
+def _device_delays(d: NDArray[np.int64], device: torch.device) -> torch.Tensor:
+    """Delays ``(ndm, nchans)`` as the kernels read them: int32 on the device, trial-minor (a kernel
+    tile reads the delays of its trials for one channel at once)."""
+    return torch.from_numpy(np.ascontiguousarray(d.T, dtype=np.int32)).to(device).T
 
 
 def trial_runs(n_rows: NDArray[np.int64], *, tolerance: int, rows: int) -> list[tuple[int, int, int]]:
@@ -241,15 +251,21 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
     widths = boxcar_widths(cfg.max_width_s, h.tsamp_s)
     max_w = widths[-1]
     groups: list[_Group] = []
+    sweep_s = plan.delays.max(axis=1) * h.tsamp_s  # each trial's sweep across the band
     for s, idx in plan.groups():
         d = plan.delays_scrunched(s, idx)
+        # trials whose sweep is too short for zero-DM (in DM order, so the first of the group)
+        protected = int(np.sum(sweep_s[idx] < rfi.zero_dm_min_sweep_s)) if rfi.zero_dm else 0
+        pd = _device_delays(d[:protected], device) if protected else None
         if cfg.subbands:
             sub = plan_subbands(d, min(cfg.subbands, h.nchans), cfg.subband_tolerance)
-            groups.append(_Group(s, idx, sub, sub.max_delay, sub.effective_delays().max(axis=1)))
+            groups.append(
+                _Group(s, idx, sub, sub.max_delay, sub.effective_delays().max(axis=1), protected, pd)
+            )
         else:
-            # int32, trial-minor: a kernel tile reads the delays of its trials for one channel at once
-            dt = torch.from_numpy(np.ascontiguousarray(d.T, dtype=np.int32)).to(device).T
-            groups.append(_Group(s, idx, dt, int(d.max()), d.max(axis=1)))
+            groups.append(
+                _Group(s, idx, _device_delays(d, device), int(d.max()), d.max(axis=1), protected, pd)
+            )
     gulp, overlap = block_geometry(
         plan, cfg.gulp, cfg.max_width_s, h.tsamp_s, [(g.factor, g.max_delay) for g in groups]
     )
@@ -286,7 +302,7 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
             with clock("clean"):
                 # the block is ours (cleaned in place); bad samples are counted where they are new
                 new = (block.head, block.head + block.valid)
-                x, mask, nonfinite = clean_block(block.data, rfi, inplace=True, counted=new)
+                x, mask, nonfinite, subtracted = clean_block(block.data, rfi, inplace=True, counted=new)
                 mask_np = mask.cpu().numpy()
                 # the live channels, worked out once here from the host mask (no further sync), serve
                 # every group and sub-band on either kernel
@@ -311,11 +327,18 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
                 reach[g.idx] = np.maximum(reach[g.idx], block.start + np.maximum(n_rows, 0) * f)
                 with clock("dedisperse"):
                     xs = scrunch_time(x, f)
+                    # the DM-0 series zero-DM took from every live channel, for the trials it spares
+                    z0 = (
+                        scrunch_time(subtracted[None], f)[0]
+                        if g.protected and subtracted is not None
+                        else None
+                    )
                     whole = None
                     if isinstance(g.delays, SubbandPlan):  # every trial of the group at once
                         short = nout + g.max_delay - xs.shape[1]
                         if short > 0:  # only at the end: zeros stand past it, read by no trial's search
                             xs = torch.nn.functional.pad(xs, (0, short))
+                            z0 = None if z0 is None else torch.nn.functional.pad(z0, (0, short))
                         whole = dedisperse_subband(
                             xs, g.delays, nout, weights=live, kernels=kernels, budget_bytes=SUBBAND_BYTES
                         )
@@ -331,6 +354,14 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
                     else:
                         assert whole is not None
                         series = whole[r0:r1, :n]
+                    if z0 is not None and r0 < g.protected:
+                        assert g.protected_delays is not None
+                        with clock("dedisperse"):  # the DM-0 series, dedispersed: as if never subtracted
+                            p1 = min(r1, g.protected)
+                            back = z0.expand(h.nchans, -1)  # every live channel lost it: a view, no copy
+                            series[: p1 - r0] += kernels.dedisperse(
+                                back, g.protected_delays[r0:p1], n, weights=live
+                            )
                     with clock("search"):
                         parts.append(
                             search_series(
@@ -382,20 +413,20 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
         for i, c in enumerate(cands[: 0 if series_only else cfg.refine]):  # one DM: nothing to refine
             j = c.dm_index
             lo, hi = float(plan.dms[max(j - 1, 0)]), float(plan.dms[min(j + 1, len(plan.dms) - 1)])
-            dm, _ = refine_dm(
-                obs, c.sample, c.width_samples, lo, hi, k_dm=cfg.k_dm, rfi=cfg.rfi, device=device
-            )
+            # a trial searched without zero-DM is refined without it too
+            rfi_c = replace(rfi, zero_dm=False) if hi * sweep_per_dm < rfi.zero_dm_min_sweep_s else rfi
+            dm, _ = refine_dm(obs, c.sample, c.width_samples, lo, hi, k_dm=cfg.k_dm, rfi=rfi_c, device=device)
             # A pulse smears by its own width at a DM error of width / sweep: beyond the neighbouring
             # trials, its S/N is flat between them, and the arrival times across the band tell the DM.
             smear_dm = c.width_s / sweep_per_dm if sweep_per_dm > 0 else 0.0
             if smear_dm > (hi - lo) / 2:
                 fit = sweep_dm(
                     obs, c.sample, c.width_samples, dm, c.snr, slack_dm=max(hi - lo, smear_dm),
-                    k_dm=cfg.k_dm, rfi=cfg.rfi, device=device,
+                    k_dm=cfg.k_dm, rfi=rfi_c, device=device,
                 )  # fmt: skip
                 if fit is not None:
                     dm = fit.dm
-            cands[i] = replace(c, dm=dm)
+            cands[i] = replace(c, dm=max(dm, 0.0))  # a fit's noise may not make a DM negative
             if progress is not None:
                 progress("refine DM", i + 1, min(len(cands), cfg.refine))
     return SearchResult(

@@ -5,9 +5,17 @@ Per candidate (as ``your``'s ``Candidate.save_h5`` writes them and FETCH reads t
 - ``data_freq_time``: the data dedispersed at the candidate's DM, shape ``(256 time, 256 frequency)``;
 - ``data_dm_time``: the frequency-summed series at 256 DMs from 0 to 2 x DM, shape ``(256 dm, 256 time)``;
 
-both decimated in time by ``max(1, width // 2)`` so that the pulse spans a few of the 256 samples, and
+both decimated in time by ``max(1, width // 2)`` so that the pulse spans a few of the 256 samples,
+each normalised as ``your_candmaker`` writes them (minus its median, over its standard deviation), and
 the candidate's parameters and the file's header as attributes (``tcand``, ``dm``, ``snr``, ``width``,
-``fch1``, ``foff``, ``nchans``, ``tsamp``, ...).
+``fch1``, ``foff``, ``nchans``, ``tsamp``, and the SIGPROC keys ``your`` copies: ``telescope_id``,
+``src_raj``, ``src_dej``, ``nifs``, ``data_type``, ``rawdatafile``, ``tstart_utc``, ...).
+
+Only real data are shown. A candidate near the file's start or end has part of its window outside the
+file (a DM-time row at twice its DM reads up to its sweep past the candidate); those pixels are set
+to the image's median (0 once normalised: no signal, neither noise nor a ramp) and marked: the
+datasets ``valid_freq_time`` and ``valid_dm_time`` hold the fraction of each pixel that is data, and
+the attribute ``valid_fraction`` the share of each image that is.
 """
 
 from __future__ import annotations
@@ -57,19 +65,41 @@ class Cutout:
     ----------
     freq_time
         Shape ``(256, 256)``: time x frequency (highest frequency first, as the file's channel order
-        is flipped to descending when needed).
+        is flipped to descending when needed), normalised; pixels outside the file at the median.
     dm_time
-        Shape ``(256, 256)``: DM (0 to 2 x DM) x time.
+        Shape ``(256, 256)``: DM (0 to 2 x DM) x time, normalised likewise.
     dms
         The 256 DMs of ``dm_time``.
     time_decimation
         Native samples per cutout sample.
+    valid_freq_time, valid_dm_time
+        The fraction of each pixel made of data in the file (1 everywhere but near its edges).
     """
 
     freq_time: NDArray[np.float32]
     dm_time: NDArray[np.float32]
     dms: NDArray[np.float64]
     time_decimation: int
+    valid_freq_time: NDArray[np.float32]
+    valid_dm_time: NDArray[np.float32]
+
+    @property
+    def valid_fraction(self) -> float:
+        """The share of the pixels of both images that are data (1.0 unless the window left the file)."""
+        return float((self.valid_freq_time.mean() + self.valid_dm_time.mean()) / 2)
+
+
+def normalise_image(image: NDArray[np.float32], valid: NDArray[np.float32]) -> NDArray[np.float32]:
+    """``your_candmaker``'s normalisation (minus the median, over the standard deviation), of the pixels
+    that are data; the others are set to the median (0). An image without data or spread stays 0."""
+    real = valid > 0.999  # whole pixels of data (a mean of ones may round below 1)
+    out = np.zeros_like(image, dtype=np.float32)
+    if real.sum() < 2:
+        return out
+    values = image[real]
+    std = float(values.std())
+    out[real] = (values - np.median(values)) / (std if std > 0 else 1.0)
+    return out
 
 
 def make_cutout(
@@ -81,28 +111,78 @@ def make_cutout(
     device: torch.device,
     ndm: int = SIZE,
 ) -> Cutout:
-    """Dedisperse the data around ``cand`` at its DM and at ``ndm`` DMs from 0 to twice it."""
+    """Dedisperse the data around ``cand`` at its DM and at ``ndm`` DMs from 0 to twice it, from the
+    data in the file only (see the module)."""
     h = obs.header
     td = max(1, cand.width_samples // 2)
     span = SIZE * td
-    dms = np.linspace(0.0, 2.0 * cand.dm, ndm)
+    # 0 to twice the DM (FETCH's range); for a DM near 0, at least to the DM that sweeps the pulse over
+    # 16 of its widths, so that a dispersed pulse's bow-tie and an undispersed one's column both show
+    sweep_per_dm = k_dm * (h.fmin_mhz**-2 - h.fmax_mhz**-2)
+    floor = 16 * cand.width_s / sweep_per_dm if sweep_per_dm > 0 else 0.0
+    dms = np.linspace(0.0, max(2.0 * cand.dm, floor), ndm)
     delays = np.rint(
         dispersion_delay_s(dms[:, None], h.freqs_mhz[None, :], h.fmax_mhz, k_dm) / h.tsamp_s
     ).astype(np.int64)
-    data = obs.read_padded(cand.sample - span // 2, span + int(delays.max()))
-    # The search's masking, without zero-DM: the cutout shows the data, impulses included.
-    x, mask, _ = clean_block(torch.from_numpy(data).to(device), replace(rfi, zero_dm=False))
+    start = cand.sample - span // 2
+    need = span + int(delays.max())
+    lo, hi = max(0, start), min(h.nsamples, start + need)  # the part of the window in the file
+    # The search's masking, without zero-DM (the cutout shows the data, impulses included), on the
+    # data alone: samples outside the file stay 0, each channel's median once cleaned.
+    real, mask, _, _ = clean_block(
+        torch.from_numpy(obs.read(lo, hi - lo)).to(device), replace(rfi, zero_dm=False)
+    )
+    x = torch.zeros(h.nchans, need, dtype=torch.float32, device=device)
+    x[:, lo - start : hi - start] = real
+    inside = np.zeros(need, dtype=np.float32)
+    inside[lo - start : hi - start] = 1.0
     # freq-time at the candidate's DM: each channel shifted by its delay.
     d_c = np.rint(dispersion_delay_s(cand.dm, h.freqs_mhz, h.fmax_mhz, k_dm) / h.tsamp_s).astype(np.int64)
-    idx = torch.from_numpy(d_c[:, None] + np.arange(span)[None, :]).to(device)
-    ft = torch.gather(x, 1, idx).cpu().numpy()  # (chan, span)
+    cols = d_c[:, None] + np.arange(span)[None, :]
+    ft = torch.gather(x, 1, torch.from_numpy(cols).to(device)).cpu().numpy()  # (chan, span)
+    ft_valid = inside[cols]
     if h.ascending:
-        ft = ft[::-1]  # FETCH expects the highest frequency first
-    ft = resize_axis(resize_axis(ft, SIZE, axis=1), SIZE, axis=0).T  # (time, freq)
-    weights = (~mask).float()
-    dmt = dedisperse(x, torch.from_numpy(delays).to(device), span, weights=weights).cpu().numpy()
-    dmt = resize_axis(dmt, SIZE, axis=1)  # (dm, time)
-    return Cutout(freq_time=np.ascontiguousarray(ft), dm_time=dmt, dms=dms, time_decimation=td)
+        ft, ft_valid = ft[::-1], ft_valid[::-1]  # FETCH expects the highest frequency first
+    shape = lambda a: resize_axis(resize_axis(a, SIZE, axis=1), SIZE, axis=0).T  # noqa: E731  (time, freq)
+    ft, ft_valid = shape(ft), shape(ft_valid)
+    # DM-time: an output is data when every channel's sample is (the top channel's at t, the lowest's
+    # at t + the row's largest delay)
+    t = np.arange(span)
+    dmt_valid = (
+        inside[t][None, :] * inside[np.minimum(t[None, :] + delays.max(axis=1)[:, None], need - 1)]
+    ).astype(np.float32)
+    dmt = dedisperse(x, torch.from_numpy(delays).to(device), span, weights=(~mask).float()).cpu().numpy()
+    dmt, dmt_valid = resize_axis(dmt, SIZE, axis=1), resize_axis(dmt_valid, SIZE, axis=1)  # (dm, time)
+    return Cutout(
+        freq_time=np.ascontiguousarray(normalise_image(ft, ft_valid)),
+        dm_time=normalise_image(dmt, dmt_valid),
+        dms=dms,
+        time_decimation=td,
+        valid_freq_time=np.ascontiguousarray(ft_valid),
+        valid_dm_time=dmt_valid,
+    )
+
+
+#: SIGPROC header keys ``your`` copies into a candidate's attributes, when the file has them.
+SIGPROC_ATTRS = (
+    "telescope_id",
+    "machine_id",
+    "src_raj",
+    "src_dej",
+    "az_start",
+    "za_start",
+    "nifs",
+    "rawdatafile",
+    "ibeam",
+    "nbeams",
+)
+
+
+def utc_of(mjd: float) -> str:
+    """An MJD as ISO UTC (``tstart_utc``, as ``your`` writes it)."""
+    from datetime import UTC, datetime, timedelta
+
+    return (datetime(1858, 11, 17, tzinfo=UTC) + timedelta(days=mjd)).strftime("%Y-%m-%dT%H:%M:%S.%f")
 
 
 def write_fetch_h5(path: Path, cutout: Cutout, cand: Candidate, header: Header, cand_id: str) -> Path:
@@ -110,7 +190,7 @@ def write_fetch_h5(path: Path, cutout: Cutout, cand: Candidate, header: Header, 
     import h5py
 
     with atomic_open(path) as fh, h5py.File(fh, "w") as f:
-        attrs = {
+        attrs: dict[str, Any] = {
             "cand_id": cand_id,
             "tcand": cand.time_s,
             "dm": cand.dm,
@@ -121,17 +201,28 @@ def write_fetch_h5(path: Path, cutout: Cutout, cand: Candidate, header: Header, 
             "snr_opt": -1.0,
             "fch1": header.fch1_mhz,
             "foff": header.foff_mhz,
+            "channel_bandwidth": header.foff_mhz,
             "nchans": header.nchans,
             "tsamp": header.tsamp_s,
+            "native_tsamp": header.tsamp_s,
+            "nspectra": header.nsamples,
             "tstart": header.tstart_mjd,
+            "tstart_utc": utc_of(header.tstart_mjd),
             "nbits": header.nbits,
+            "npol": header.npol_stored,
+            "data_type": header.data_type,
             "source_name": header.source_name,
             "filename": header.path,
+            "filelist": [header.path],
             "basename": Path(header.path).stem,
+            "format": header.format,
             "fref_mhz": header.fmax_mhz,
             "time_decimation_factor": cutout.time_decimation,
+            "frequency_decimation_factor": max(1, header.nchans // SIZE),
             "dm_time_range": (float(cutout.dms[0]), float(cutout.dms[-1])),
+            "valid_fraction": cutout.valid_fraction,
         }
+        attrs |= {k: header.extra[k] for k in SIGPROC_ATTRS if k in header.extra}
         for k, v in attrs.items():
             f.attrs[k] = v
         ft = f.create_dataset("data_freq_time", data=cutout.freq_time)
@@ -140,4 +231,6 @@ def write_fetch_h5(path: Path, cutout: Cutout, cand: Candidate, header: Header, 
         dt = f.create_dataset("data_dm_time", data=cutout.dm_time)
         dt.dims[0].label = "dm"
         dt.dims[1].label = "time"
+        f.create_dataset("valid_freq_time", data=cutout.valid_freq_time)
+        f.create_dataset("valid_dm_time", data=cutout.valid_dm_time)
     return path

@@ -60,7 +60,7 @@ def refine_dm(
     half = max(2048, 8 * width)
     nout = 2 * half
     data = obs.read_padded(sample - half, nout + int(delays.max()))
-    x, mask, _ = clean_block(torch.from_numpy(data).to(device), rfi)
+    x, mask, _, _ = clean_block(torch.from_numpy(data).to(device), rfi)
     series = dedisperse(x, torch.from_numpy(delays).to(device), nout, weights=(~mask).float())
     z = normalise(series, nout)  # one baseline and noise level for the whole window
     csum = torch.nn.functional.pad(torch.cumsum(z.double(), dim=1), (1, 0))
@@ -75,7 +75,7 @@ def refine_dm(
         denom = a - 2 * b + c
         if denom < 0:
             dm += float(0.5 * (a - c) / denom) * float(dms[1] - dms[0])
-    return dm, float(best[i])
+    return min(max(dm, dm_lo), dm_hi), float(best[i])  # the parabola's vertex stays in the range searched
 
 
 #: The sweep fit cuts the band into as many sub-bands as keep each near this S/N, within SWEEP_BANDS.
@@ -157,7 +157,7 @@ def sweep_dm(
     # whose DM would leave it ends the refinement there.
     dm_top = dm + 2 * slack_dm
     data = obs.read_padded(sample - pre, nout + int(np.ceil(gain.max() * dm_top)) + 1)
-    x, mask, _ = clean_block(torch.from_numpy(data).to(device), rfi)
+    x, mask, _, _ = clean_block(torch.from_numpy(data).to(device), rfi)
     live = LiveChannels.of(~mask.cpu().numpy(), h.nchans, device)
     fit: SweepFit | None = None
     for _ in range(iterations):
