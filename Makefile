@@ -13,7 +13,7 @@ CUDA_VARIANT  ?= cu128
 EXTRAS        ?= radio,graph,lab
 IMAGE         ?= cudalab:$(VERSION)-torch$(word 1,$(subst ., ,$(TORCH_VERSION))).$(word 2,$(subst ., ,$(TORCH_VERSION)))-$(CUDA_VARIANT)
 
-.PHONY: demo test lint bench-doctor gpu-check clean constraints image image-check ssh-tools
+.PHONY: demo test lint bench-doctor gpu-check clean constraints image image-check ssh-tools screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,8 +49,8 @@ test: $(VENV)/.installed-dev ssh-tools
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check src tests benchmarks examples
-	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/ruff check src tests benchmarks examples scripts
+	$(BIN)/ruff format --check src tests benchmarks examples scripts
 	$(BIN)/mypy
 
 bench-doctor: $(VENV)/.installed
@@ -62,6 +62,10 @@ OUT    ?= gpu-check
 BUDGET ?= 480
 gpu-check: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/gpu_check.py --out $(OUT) --budget-s $(BUDGET)
+
+# The report screenshots in docs/img/ (docs/radio.md): three searches rendered by headless Chromium.
+screenshots: $(VENV)/.installed
+	$(BIN)/python scripts/report_screenshots.py
 
 # Rewrite constraints.txt from .venv (after changing a dependency): every package pinned except the
 # CUDA runtime wheels, which follow the torch build (the image's CUDA_VARIANT) rather than the venv.

@@ -49,6 +49,8 @@ def test_a_short_file_is_warned_about_and_auto_chooses_what_it_supports(
     assert u["supported_dm_max"] == pytest.approx(supported, rel=1e-3)
     assert record["warnings"] and "not searched at all" in record["warnings"][0]
     assert u["ranges"][-1]["unsearched_s"][1] == pytest.approx(record["header"]["duration_s"])
+    page = (tmp_path / "default" / "report.html").read_text()  # the report says it too
+    assert "were not searched at all" in page and f"supports DM &lt;= {supported:.4g}" in page
 
     assert main([*args, "--out", str(tmp_path / "auto"), "--dm-max", "auto"]) == 0
     assert "warning" not in capsys.readouterr().out

@@ -82,7 +82,13 @@ def run_search(
     """Search ``path`` and write the run folder ``out_dir`` (see the module)."""
     from cudalab.env.fingerprint import fingerprint
     from cudalab.radio.report import write_report
-    from cudalab.radio.single_pulse.cutouts import make_cutout, write_fetch_h5
+    from cudalab.radio.single_pulse.cutouts import (
+        Cutout,
+        SeriesCutout,
+        make_cutout,
+        make_series_cutout,
+        write_fetch_h5,
+    )
 
     out = Path(out_dir)
     check_out_dir(out)
@@ -103,15 +109,20 @@ def run_search(
         write_candidates(stage, result.candidates)
         obs = open_observation(path)
         device = torch.device(result.device)
-        cutouts = {}
-        top = result.candidates[: cfg.cutouts] if result.header.nchans > 1 else []  # a series has no spectrum
-        for i, cand in enumerate(top):
-            cut = make_cutout(obs, cand, k_dm=cfg.k_dm, rfi=cfg.rfi, device=device)
-            cand_id = f"cand_{i:04d}_t{cand.time_s:.4f}_dm{cand.dm:.1f}_snr{cand.snr:.1f}"
-            write_fetch_h5(stage / "cands" / f"{cand_id}.h5", cut, cand, result.header, cand_id)
-            cutouts[i] = cut
-            if progress is not None:
-                progress("cutouts", i + 1, len(top))
+        cutouts: dict[int, Cutout] = {}
+        series_cuts: dict[int, SeriesCutout] = {}
+        if result.header.nchans > 1:
+            top = result.candidates[: cfg.cutouts]
+            for i, cand in enumerate(top):
+                cut = make_cutout(obs, cand, k_dm=cfg.k_dm, rfi=cfg.rfi, device=device)
+                cand_id = f"cand_{i:04d}_t{cand.time_s:.4f}_dm{cand.dm:.1f}_snr{cand.snr:.1f}"
+                write_fetch_h5(stage / "cands" / f"{cand_id}.h5", cut, cand, result.header, cand_id)
+                cutouts[i] = cut
+                if progress is not None:
+                    progress("cutouts", i + 1, len(top))
+        else:  # a series has no spectrum, so no FETCH cutout: the report shows its profile
+            for i, cand in enumerate(result.candidates[: cfg.report_top]):
+                series_cuts[i] = make_series_cutout(obs, cand)
         atomic_write_json(
             stage / "rfi_mask.json",
             {
@@ -142,6 +153,6 @@ def run_search(
                 "time_reference": f"centre of the highest channel, {result.header.fmax_mhz:.6f} MHz",
             },
         )
-        write_report(stage, result, cutouts, truth=truth)
+        write_report(stage, result, {**cutouts, **series_cuts}, truth=truth)
         run.finish(search_summary(result))
     return result

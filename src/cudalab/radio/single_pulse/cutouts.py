@@ -15,7 +15,11 @@ Only real data are shown. A candidate near the file's start or end has part of i
 file (a DM-time row at twice its DM reads up to its sweep past the candidate); those pixels are set
 to the image's median (0 once normalised: no signal, neither noise nor a ramp) and marked: the
 datasets ``valid_freq_time`` and ``valid_dm_time`` hold the fraction of each pixel that is data, and
-the attribute ``valid_fraction`` the share of each image that is.
+the attribute ``valid_fraction`` the share of each image that is. ``masked_freq`` holds the fraction of
+each frequency column that RFI cleaning masked.
+
+A dedispersed time series has no spectrum: its candidates get a :class:`SeriesCutout` (the series
+around the pulse, for the report's profile plot) and no h5.
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ from cudalab.radio.single_pulse.candidates import Candidate
 
 #: FETCH's input size.
 SIZE = 256
+#: The DM-time image of a candidate near DM 0 reaches at least the DM that sweeps it over this many
+#: of its widths (twice a DM near 0 would show nothing of a bow-tie).
+FLOOR_WIDTHS = 4
 
 
 def resize_axis(a: NDArray[Any], n: int, axis: int) -> NDArray[np.float32]:
@@ -74,6 +81,9 @@ class Cutout:
         Native samples per cutout sample.
     valid_freq_time, valid_dm_time
         The fraction of each pixel made of data in the file (1 everywhere but near its edges).
+    masked_freq
+        Shape ``(256,)``, in ``freq_time``'s frequency order: the fraction of each column's channels
+        that the RFI cleaning masked (their data are 0).
     """
 
     freq_time: NDArray[np.float32]
@@ -82,6 +92,7 @@ class Cutout:
     time_decimation: int
     valid_freq_time: NDArray[np.float32]
     valid_dm_time: NDArray[np.float32]
+    masked_freq: NDArray[np.float32]
 
     @property
     def valid_fraction(self) -> float:
@@ -117,9 +128,9 @@ def make_cutout(
     td = max(1, cand.width_samples // 2)
     span = SIZE * td
     # 0 to twice the DM (FETCH's range); for a DM near 0, at least to the DM that sweeps the pulse over
-    # 16 of its widths, so that a dispersed pulse's bow-tie and an undispersed one's column both show
+    # FLOOR_WIDTHS of its widths, so that a dispersed pulse's bow-tie and an undispersed one's column show
     sweep_per_dm = k_dm * (h.fmin_mhz**-2 - h.fmax_mhz**-2)
-    floor = 16 * cand.width_s / sweep_per_dm if sweep_per_dm > 0 else 0.0
+    floor = FLOOR_WIDTHS * cand.width_s / sweep_per_dm if sweep_per_dm > 0 else 0.0
     dms = np.linspace(0.0, max(2.0 * cand.dm, floor), ndm)
     delays = np.rint(
         dispersion_delay_s(dms[:, None], h.freqs_mhz[None, :], h.fmax_mhz, k_dm) / h.tsamp_s
@@ -141,8 +152,9 @@ def make_cutout(
     cols = d_c[:, None] + np.arange(span)[None, :]
     ft = torch.gather(x, 1, torch.from_numpy(cols).to(device)).cpu().numpy()  # (chan, span)
     ft_valid = inside[cols]
-    if h.ascending:
-        ft, ft_valid = ft[::-1], ft_valid[::-1]  # FETCH expects the highest frequency first
+    masked = mask.cpu().numpy().astype(np.float32)
+    if h.ascending:  # FETCH expects the highest frequency first
+        ft, ft_valid, masked = ft[::-1], ft_valid[::-1], masked[::-1]
     shape = lambda a: resize_axis(resize_axis(a, SIZE, axis=1), SIZE, axis=0).T  # noqa: E731  (time, freq)
     ft, ft_valid = shape(ft), shape(ft_valid)
     # DM-time: an output is data when every channel's sample is (the top channel's at t, the lowest's
@@ -160,7 +172,38 @@ def make_cutout(
         time_decimation=td,
         valid_freq_time=np.ascontiguousarray(ft_valid),
         valid_dm_time=dmt_valid,
+        masked_freq=resize_axis(masked, SIZE, axis=0),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesCutout:
+    """A time series around one candidate: ``SIZE`` samples of ``time_decimation`` native samples each,
+    centred on the candidate, normalised over its data (minus the median, over the standard deviation);
+    ``valid`` is the fraction of each that is data in the file (the rest is 0)."""
+
+    series: NDArray[np.float32]
+    valid: NDArray[np.float32]
+    time_decimation: int
+
+
+def make_series_cutout(obs: Observation, cand: Candidate, *, decimate: int | None = None) -> SeriesCutout:
+    """The one-channel file's samples around ``cand``, block-averaged by ``decimate`` (by default half
+    the candidate's width, as :func:`make_cutout` decimates)."""
+    h = obs.header
+    td = decimate or max(1, cand.width_samples // 2)
+    span = SIZE * td
+    start = cand.sample - span // 2
+    lo, hi = max(0, start), min(h.nsamples, start + span)
+    x = np.zeros(span, dtype=np.float32)
+    inside = np.zeros(span, dtype=np.float32)
+    data = np.asarray(obs.read(lo, hi - lo), dtype=np.float32).mean(axis=0)
+    finite = np.isfinite(data)  # a NaN or infinite sample is not data either
+    x[lo - start : hi - start] = np.where(finite, data, 0.0)
+    inside[lo - start : hi - start] = finite
+    series = x.reshape(SIZE, td).sum(axis=1) / np.maximum(inside.reshape(SIZE, td).sum(axis=1), 1)
+    valid = inside.reshape(SIZE, td).mean(axis=1)
+    return SeriesCutout(series=normalise_image(series, valid), valid=valid, time_decimation=td)
 
 
 #: SIGPROC header keys ``your`` copies into a candidate's attributes, when the file has them.
@@ -233,4 +276,5 @@ def write_fetch_h5(path: Path, cutout: Cutout, cand: Candidate, header: Header, 
         dt.dims[1].label = "time"
         f.create_dataset("valid_freq_time", data=cutout.valid_freq_time)
         f.create_dataset("valid_dm_time", data=cutout.valid_dm_time)
+        f.create_dataset("masked_freq", data=cutout.masked_freq)
     return path
