@@ -47,7 +47,7 @@ from cudalab.radio.evaluate import recovery
 from cudalab.radio.io.header import Header
 from cudalab.radio.pipeline.config import SearchConfig
 from cudalab.radio.pipeline.memory import block_geometry
-from cudalab.radio.pipeline.search import search_file
+from cudalab.radio.pipeline.search import search_file, search_plan
 from cudalab.radio.simulate import SimConfig, planned_header, random_bursts, simulate
 
 
@@ -195,18 +195,7 @@ def run_case(case: Case, workdir: Path, device: str, seed: int) -> list[dict[str
 
 def _one_block_s(cfg: SearchConfig, h: Header) -> float:
     """Seconds of data in one block of ``cfg``'s search of a file like ``h`` (gulp plus overlap)."""
-    plan = make_plan(
-        h,
-        cfg.dm_min,
-        cfg.dm_max,
-        tolerance=cfg.dm_tolerance,
-        pulse_width_us=cfg.pulse_width_us,
-        scrunch=cfg.scrunch,
-        scrunch_tolerance=cfg.scrunch_tolerance,
-        max_scrunch=cfg.max_scrunch,
-        k_dm=cfg.k_dm,
-    )
-    gulp, overlap = block_geometry(plan, cfg.gulp, cfg.max_width_s, h.tsamp_s, [])
+    gulp, overlap = block_geometry(search_plan(h, cfg), cfg.gulp, cfg.max_width_s, h.tsamp_s, [])
     return (gulp + overlap) * h.tsamp_s
 
 

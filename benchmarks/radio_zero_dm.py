@@ -12,8 +12,8 @@ searched all three ways:
   64 MHz at 1.4 GHz), with broadband impulses and a carrier: bursts recovered, RFI candidates;
 - ``demo``: the demo observation (bursts DM 57-900, a pulsar at DM 26.8, broadband impulses,
   carriers): bursts recovered, candidates matching nothing at DM > 5;
-- ``impulses``: issue 4's acceptance case (1024 channels, 13 s, six bursts DM 95-960, two broadband
-  impulses, carriers): bursts recovered, candidates matching nothing at DM > 5;
+- ``impulses``: the acceptance case (``simulate.acceptance_config``: 1024 channels, 13 s, six bursts
+  DM 95-960, two broadband impulses, carriers): bursts recovered, candidates matching nothing at DM > 5;
 - ``noise``: 12.9 s of pure Gaussian noise, 1024 channels: the brightest candidate, at DM < 2 and
   anywhere (a threshold of 6; the DM-0 trial is the suspect).
 
@@ -38,7 +38,7 @@ from cudalab.radio.evaluate import recovery
 from cudalab.radio.pipeline.config import SearchConfig
 from cudalab.radio.pipeline.search import SearchResult, search_file
 from cudalab.radio.rfi import RfiConfig
-from cudalab.radio.simulate import Burst, Rfi, SimConfig, demo_config, simulate
+from cudalab.radio.simulate import Burst, Rfi, SimConfig, acceptance_config, demo_config, simulate
 
 
 def pulsar_rotations(res: SearchResult, period_s: float, dm: float) -> int:
@@ -82,33 +82,6 @@ def low_dm_case(path: Path) -> dict[str, Any]:
     return simulate(cfg, path)
 
 
-def impulses_case(path: Path) -> dict[str, Any]:
-    bursts = (
-        Burst(time_s=0.6, dm=95.0, snr=10.0, width_s=0.5e-3),
-        Burst(time_s=2.3, dm=510.0, snr=12.0, width_s=2e-3),
-        Burst(time_s=4.1, dm=780.0, snr=15.0, width_s=5e-3, scatter_s=1e-3),
-        Burst(time_s=6.4, dm=305.0, snr=10.0, width_s=1e-3, spectral_index=-2.0),
-        Burst(time_s=8.2, dm=960.0, snr=20.0, width_s=10e-3),
-        Burst(time_s=10.5, dm=160.0, snr=11.0, width_s=1.5e-3, band_mhz=(1380.0, 80.0)),
-    )
-    rfi = (
-        Rfi(kind="impulse", amplitude=6.0, time_s=1.5, width_s=3e-3),
-        Rfi(kind="impulse", amplitude=4.0, time_s=7.3, width_s=20e-3),
-        Rfi(kind="carrier", amplitude=3.0, channels=(200, 204)),
-        Rfi(kind="intermittent", amplitude=8.0, channels=(700, 703), width_s=15e-3, duty=0.1),
-    )
-    cfg = SimConfig(
-        nchans=1024,
-        foff_mhz=-300.0 / 1024,
-        tsamp_s=256e-6,
-        duration_s=13.0,
-        seed=2024,
-        bursts=bursts,
-        rfi=rfi,
-    )
-    return simulate(cfg, path)
-
-
 def run(data: Path, device: str) -> list[dict[str, Any]]:
     rows = []
     base = SearchConfig(device=device, cutouts=0)  # type: ignore[arg-type]
@@ -116,7 +89,7 @@ def run(data: Path, device: str) -> list[dict[str, Any]]:
         work = Path(tmp)
         demo_truth = simulate(demo_config(7), work / "demo.fil")
         low_truth = low_dm_case(work / "low.fil")
-        imp_truth = impulses_case(work / "impulses.fil")
+        imp_truth = simulate(acceptance_config(), work / "impulses.fil")
         simulate(SimConfig(nchans=1024, foff_mhz=-300.0 / 1024, duration_s=12.9, seed=21), work / "noise.fil")
         settings = {
             "on": RfiConfig(zero_dm=True, zero_dm_min_sweep_s=0.0),

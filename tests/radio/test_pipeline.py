@@ -15,7 +15,7 @@ from cudalab.radio.pipeline.config import SearchConfig
 from cudalab.radio.pipeline.outputs import run_search
 from cudalab.radio.pipeline.search import search_file
 from cudalab.radio.rfi import RfiConfig
-from cudalab.radio.simulate import Burst, Rfi, SimConfig, simulate
+from cudalab.radio.simulate import Burst, Rfi, SimConfig, acceptance_config, simulate
 from cudalab.radio.single_pulse.candidates import CAND_COLUMNS, read_candidates
 
 #: 128 channels over 1200-1500 MHz, 4 s: a few seconds to simulate and search on 2 cores.
@@ -185,31 +185,7 @@ def test_real_pulsar_single_pulses_in_the_tutorial_file(shared_data: Path) -> No
 def test_done_when_1024_channels_13_seconds(tmp_path: Path) -> None:
     """The issue's acceptance case: a 1024-channel, ~13 s observation with bursts of S/N >= 10 at several
     DMs and widths plus RFI; every burst is found at the right DM and time, and no RFI as a burst."""
-    bursts = (
-        Burst(time_s=0.6, dm=95.0, snr=10.0, width_s=0.5e-3),
-        Burst(time_s=2.3, dm=510.0, snr=12.0, width_s=2e-3),
-        Burst(time_s=4.1, dm=780.0, snr=15.0, width_s=5e-3, scatter_s=1e-3),
-        Burst(time_s=6.4, dm=305.0, snr=10.0, width_s=1e-3, spectral_index=-2.0),
-        Burst(time_s=8.2, dm=960.0, snr=20.0, width_s=10e-3),
-        Burst(time_s=10.5, dm=160.0, snr=11.0, width_s=1.5e-3, band_mhz=(1380.0, 80.0)),
-    )
-    rfi = (
-        Rfi(kind="impulse", amplitude=6.0, time_s=1.5, width_s=3e-3),
-        Rfi(kind="impulse", amplitude=4.0, time_s=7.3, width_s=20e-3),
-        Rfi(kind="carrier", amplitude=3.0, channels=(200, 204)),
-        Rfi(kind="intermittent", amplitude=8.0, channels=(700, 703), width_s=15e-3, duty=0.1),
-    )
-    cfg = SimConfig(
-        nchans=1024,
-        tsamp_s=256e-6,
-        fch1_mhz=1500.0,
-        foff_mhz=-300.0 / 1024,
-        duration_s=13.0,
-        seed=2024,
-        bursts=bursts,
-        rfi=rfi,
-    )
-    truth = simulate(cfg, tmp_path / "l.fil")
+    truth = simulate(acceptance_config(), tmp_path / "l.fil")
     res = search_file(tmp_path / "l.fil", SearchConfig(dm_max=1000.0, device="auto", cutouts=0))
     rec = recovery(res.candidates, truth, snr_min=10.0)
     assert rec["recovered"] == rec["injected"] == 6, rec["rows"]
@@ -217,6 +193,7 @@ def test_done_when_1024_channels_13_seconds(tmp_path: Path) -> None:
     # bow-tie fragments stay (the price of keeping low-DM pulses); above, nothing is RFI
     guard_dm = RfiConfig().zero_dm_min_sweep_s / (4148.808 * (1200.0**-2 - 1500.0**-2))
     assert all(dm < guard_dm for _, dm, _ in rec["unmatched"]), rec["unmatched"]
+    assert len(rec["unmatched"]) <= 4, rec["unmatched"]  # 3 when measured (benchmarks/radio_zero_dm.py)
 
 
 @pytest.mark.gpu

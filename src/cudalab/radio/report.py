@@ -158,20 +158,12 @@ def _nothing(ax: Axes, text: str) -> None:
     ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.45", fontsize=9)
 
 
-def _hatch_no_data(
-    ax: Axes, valid: NDArray[Any], extent: tuple[float, float, float, float], **kw: Any
-) -> None:
-    """Hatch the pixels of an image that are not (wholly) data."""
+def _hatch_no_data(ax: Axes, valid: NDArray[Any], extent: tuple[float, float, float, float]) -> None:
+    """Hatch the pixels of an image that are not (wholly) data (``valid`` with its first row at the
+    bottom of ``extent``)."""
     bad = np.asarray(valid) < 0.999
     if bad.any():
-        ax.contourf(
-            bad.astype(float),
-            levels=[0.5, 1.5],
-            colors="none",
-            hatches=["////"],
-            extent=extent,
-            **kw,
-        )
+        ax.contourf(bad.astype(float), levels=[0.5, 1.5], colors="none", hatches=["////"], extent=extent)
 
 
 def overview_png(result: SearchResult, truth: dict[str, Any] | None = None) -> bytes:
@@ -346,8 +338,6 @@ def candidate_png(index: int, cand: Candidate, cut: Cutout, header: Header) -> b
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    from cudalab.radio.single_pulse.cutouts import resize_axis
-
     ft, ft_valid, masked_frac = display_waterfall(cut)
     nsub = ft.shape[0]
     masked = masked_frac > 0.999  # a sub-band with no live channel
@@ -421,8 +411,7 @@ def candidate_png(index: int, cand: Candidate, cut: Cutout, header: Header) -> b
         )
 
     # DM-time
-    dmt = resize_axis(cut.dm_time, n, axis=1)
-    dmt_valid = resize_axis(cut.valid_dm_time, n, axis=1)
+    dmt, dmt_valid = cut.dm_time, cut.valid_dm_time  # (dm, time), on the waterfall's time axis
     dmt_data = dmt_valid > 0.999
     vmin, vmax = robust_limits(dmt, dmt_data)
     extent = (t0, t1, float(cut.dms[0]), float(cut.dms[-1]))
@@ -606,7 +595,7 @@ def write_report(
         f"{DISPLAY_SUBBANDS} sub-bands) and the spectrum on the pulse, masked channels shaded; the DM-time "
         "image from 0 to twice its DM and the peak against DM. Colour limits: 1st to 99.5th percentile "
         "of the pixels that are data; hatched grey: outside the file or masked."
-        if result.header.nchans > 1
+        if not h.is_time_series
         else "Each: the dedispersed series around the pulse, the boxcar shaded."
     )
     table_note = (
@@ -616,7 +605,7 @@ def write_report(
     )
     if len(result.candidates) > cfg.cutouts:
         cutout_note = f"FETCH cutouts of the brightest {cfg.cutouts} in <code>cands/</code>."
-    elif result.header.nchans > 1 and result.candidates:
+    elif not h.is_time_series and result.candidates:
         cutout_note = "FETCH cutouts of each in <code>cands/</code>."
     else:
         cutout_note = ""

@@ -544,6 +544,36 @@ def demo_config(seed: int = 7) -> SimConfig:
     )
 
 
+def acceptance_config(seed: int = 2024) -> SimConfig:
+    """The single-pulse search's acceptance case: 1024 channels over 1200-1500 MHz, 13 s, six bursts of
+    S/N 10-20 at DM 95-960 (one scattered, one with a steep spectrum, one band-limited) and RFI (two
+    broadband impulses, a carrier, an intermittent narrowband source)."""
+    bursts = (
+        Burst(time_s=0.6, dm=95.0, snr=10.0, width_s=0.5e-3),
+        Burst(time_s=2.3, dm=510.0, snr=12.0, width_s=2e-3),
+        Burst(time_s=4.1, dm=780.0, snr=15.0, width_s=5e-3, scatter_s=1e-3),
+        Burst(time_s=6.4, dm=305.0, snr=10.0, width_s=1e-3, spectral_index=-2.0),
+        Burst(time_s=8.2, dm=960.0, snr=20.0, width_s=10e-3),
+        Burst(time_s=10.5, dm=160.0, snr=11.0, width_s=1.5e-3, band_mhz=(1380.0, 80.0)),
+    )
+    rfi = (
+        Rfi(kind="impulse", amplitude=6.0, time_s=1.5, width_s=3e-3),
+        Rfi(kind="impulse", amplitude=4.0, time_s=7.3, width_s=20e-3),
+        Rfi(kind="carrier", amplitude=3.0, channels=(200, 204)),
+        Rfi(kind="intermittent", amplitude=8.0, channels=(700, 703), width_s=15e-3, duty=0.1),
+    )
+    return SimConfig(
+        nchans=1024,
+        tsamp_s=256e-6,
+        fch1_mhz=1500.0,
+        foff_mhz=-300.0 / 1024,
+        duration_s=13.0,
+        seed=seed,
+        bursts=bursts,
+        rfi=rfi,
+    )
+
+
 def load_truth(path: str | Path) -> dict[str, Any]:
     """A truth table written by :func:`simulate`; ``ValueError`` naming the first field that is wrong
     (checked before a search starts, so a wrong file never costs a whole search)."""

@@ -65,34 +65,29 @@ def check_finite(obj: Any, prefix: str = "") -> None:
                 raise ValueError(f"{prefix}{f.name} must be a finite number, got {v}")
 
 
-def to_dict(cfg: Any) -> dict[str, Any]:
-    """A config dataclass as plain nested dicts (tuples become lists), ready for TOML or JSON."""
+def _plain(cfg: Any, *, cosmetic: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in fields(cfg):
+        if not cosmetic and not f.metadata.get(IDENTITY, True):
+            continue
         value = getattr(cfg, f.name)
         if is_dataclass(value):
-            out[f.name] = to_dict(value)
+            out[f.name] = _plain(value, cosmetic=cosmetic)
         elif isinstance(value, tuple):
             out[f.name] = list(value)
         else:
             out[f.name] = value
     return out
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A config dataclass as plain nested dicts (tuples become lists), ready for TOML or JSON."""
+    return _plain(cfg, cosmetic=True)
 
 
 def identity(cfg: Any) -> dict[str, Any]:
     """:func:`to_dict` without the :func:`cosmetic` fields: what decides a run's results."""
-    out: dict[str, Any] = {}
-    for f in fields(cfg):
-        if not f.metadata.get(IDENTITY, True):
-            continue
-        value = getattr(cfg, f.name)
-        if is_dataclass(value):
-            out[f.name] = identity(value)
-        elif isinstance(value, tuple):
-            out[f.name] = list(value)
-        else:
-            out[f.name] = value
-    return out
+    return _plain(cfg, cosmetic=False)
 
 
 def config_hash(cfg: Any) -> str:

@@ -148,6 +148,11 @@ class Header:
         return self.foff_mhz > 0
 
     @property
+    def is_time_series(self) -> bool:
+        """Already dedispersed (``.tim``, ``.dat``, one channel): searched as one trial at ``refdm``."""
+        return self.data_type == 2 or self.nchans == 1
+
+    @property
     def duration_s(self) -> float:
         """Length of the observation, seconds."""
         return self.nsamples * self.tsamp_s

@@ -14,8 +14,6 @@ from numpy.typing import NDArray
 from cudalab.errors import CudalabError
 from cudalab.radio.io.header import Header
 
-PSRFITS_SUFFIXES = (".fits", ".sf", ".fit", ".psrfits")
-SIGPROC_SUFFIXES = (".fil", ".tim")
 #: A PRESTO time series is raw floats: told by its name, ``NAME.dat`` with ``NAME.inf`` beside it.
 PRESTO_SUFFIXES = (".dat", ".inf")
 

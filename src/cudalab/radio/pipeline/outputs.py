@@ -111,7 +111,7 @@ def run_search(
         device = torch.device(result.device)
         cutouts: dict[int, Cutout] = {}
         series_cuts: dict[int, SeriesCutout] = {}
-        if result.header.nchans > 1:
+        if not result.header.is_time_series:
             top = result.candidates[: cfg.cutouts]
             for i, cand in enumerate(top):
                 cut = make_cutout(obs, cand, k_dm=cfg.k_dm, rfi=cfg.rfi, device=device)

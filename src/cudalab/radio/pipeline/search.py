@@ -215,6 +215,32 @@ class _StageClock:
             self.seconds[stage] += time.perf_counter() - t0
 
 
+def search_plan(h: Header, cfg: SearchConfig) -> DedispersionPlan:
+    """The DM trials a search of a file with header ``h`` makes under ``cfg``: one at the file's own DM
+    for a time series, else heimdall's grid to ``cfg.dm_max`` (or, with ``dm_max_auto``, to the DM
+    the file supports). ``CudalabError`` when the file is too short for any DM from ``dm_min``."""
+    if h.is_time_series:
+        return single_trial_plan(h, h.refdm, cfg.k_dm)
+    supported = supported_dm_max(h, cfg.k_dm)
+    dm_max = min(supported, AUTO_DM_CAP) if cfg.dm_max_auto else cfg.dm_max
+    if dm_max < cfg.dm_min:
+        raise CudalabError(
+            f"{h.path}: {h.duration_s:.3g} s is too short for DMs from {cfg.dm_min:g} "
+            f"(it supports DM <= {supported:.4g})"
+        )
+    return make_plan(
+        h,
+        cfg.dm_min,
+        dm_max,
+        tolerance=cfg.dm_tolerance,
+        pulse_width_us=cfg.pulse_width_us,
+        scrunch=cfg.scrunch,
+        scrunch_tolerance=cfg.scrunch_tolerance,
+        max_scrunch=cfg.max_scrunch,
+        k_dm=cfg.k_dm,
+    )
+
+
 def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None = None) -> SearchResult:
     """Search ``path`` and return the candidates (brightest first); writes nothing."""
     t_start = time.perf_counter()
@@ -226,28 +252,8 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
     obs = open_observation(path)
     h = obs.header
     supported = supported_dm_max(h, cfg.k_dm)
-    series_only = h.data_type == 2 or h.nchans == 1
-    rfi = TIME_SERIES_RFI if series_only else cfg.rfi
-    if series_only:  # already dedispersed: one trial, at the file's DM
-        plan = single_trial_plan(h, h.refdm, cfg.k_dm)
-    else:
-        dm_max = min(supported, AUTO_DM_CAP) if cfg.dm_max_auto else cfg.dm_max
-        if dm_max < cfg.dm_min:
-            raise CudalabError(
-                f"{h.path}: {h.duration_s:.3g} s is too short for DMs from {cfg.dm_min:g} "
-                f"(it supports DM <= {supported:.4g})"
-            )
-        plan = make_plan(
-            h,
-            cfg.dm_min,
-            dm_max,
-            tolerance=cfg.dm_tolerance,
-            pulse_width_us=cfg.pulse_width_us,
-            scrunch=cfg.scrunch,
-            scrunch_tolerance=cfg.scrunch_tolerance,
-            max_scrunch=cfg.max_scrunch,
-            k_dm=cfg.k_dm,
-        )
+    rfi = TIME_SERIES_RFI if h.is_time_series else cfg.rfi
+    plan = search_plan(h, cfg)
     widths = boxcar_widths(cfg.max_width_s, h.tsamp_s)
     max_w = widths[-1]
     groups: list[_Group] = []
@@ -410,7 +416,7 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
         cands.sort(key=lambda c: -c.snr)
     sweep_per_dm = cfg.k_dm * (h.fmin_mhz**-2 - h.fmax_mhz**-2)  # seconds across the band per unit DM
     with clock("refine"):
-        for i, c in enumerate(cands[: 0 if series_only else cfg.refine]):  # one DM: nothing to refine
+        for i, c in enumerate(cands[: 0 if h.is_time_series else cfg.refine]):  # one DM: nothing to refine
             j = c.dm_index
             lo, hi = float(plan.dms[max(j - 1, 0)]), float(plan.dms[min(j + 1, len(plan.dms) - 1)])
             # a trial searched without zero-DM is refined without it too
