@@ -3,8 +3,11 @@
 Random bursts (DM 50-2000 log-uniform, width 0.2-20 ms log-uniform, S/N 6-30) are injected into
 synthetic Gaussian noise and into the real Apertif background (../shared/data/radio/apertif_noise.fil,
 tiled), searched, and matched to the truth. Printed per case, as JSON lines: recall per S/N bin; recall
-at S/N >= 10 with |dDM| <= max(1, 1 %) against the goal of 95 % (the reference) and their ratio; median
-DM and time errors; and false alarms per hour (candidates >= 8 sigma) on pure noise.
+at S/N >= 10 with |dDM| <= max(2, 2 %) against the goal of 98 % (the reference) and their ratio, and
+beside it the fraction within 3 of the candidates' stated DM errors; median DM and time errors; the
+recovered over injected (ideal) S/N, by width and DM, in our definition and in heimdall's (the
+boxcar-filtered series over its own robust rms, Barsdell et al. 2012), measured on the same
+dedispersed data; and false alarms per hour (candidates >= 7 and >= 8 sigma) on pure noise.
 
     python benchmarks/radio_injection.py [--quick] [--device auto|cpu|cuda] [--data DIR] [--seed N] [--case NAME]
 
@@ -21,16 +24,52 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 
+from cudalab.radio.constants import dispersion_delay_s
+from cudalab.radio.dedispersion.direct import dedisperse
 from cudalab.radio.evaluate import recovery
+from cudalab.radio.io.observation import Observation, open_observation
 from cudalab.radio.pipeline.config import SearchConfig
 from cudalab.radio.pipeline.search import search_file
+from cudalab.radio.rfi import clean_block
 from cudalab.radio.simulate import SimConfig, planned_header, random_bursts, simulate
+from cudalab.radio.single_pulse.candidates import Candidate
+from cudalab.radio.single_pulse.search import running_median
 
-GOAL_RECALL = 0.95
+GOAL_RECALL = 0.98
+GOAL_SNR_RATIO = 0.93
 SNR_BINS = [(6, 8), (8, 10), (10, 15), (15, 30.1)]
+WIDTH_BINS_MS = [(0.2, 1.0), (1.0, 4.0), (4.0, 20.1)]
+DM_BINS = [(50, 200), (200, 700), (700, 2001)]
+
+
+def heimdall_snr(obs: Observation, cand: Candidate, search: SearchConfig) -> float:
+    """The candidate's S/N as heimdall defines it: the data dedispersed at its DM (cleaned as the search
+    cleans them), less a running median, filtered with its boxcar, and the filtered series' peak near
+    the candidate over that series' own robust rms (1.4826 x MAD), not over sqrt(width) x the
+    unfiltered series' rms as ours. The two agree on white noise; heimdall's is lower where the noise
+    is red."""
+    h = obs.header
+    w = cand.width_samples
+    delays = np.rint(dispersion_delay_s(cand.dm, h.freqs_mhz, h.fmax_mhz, search.k_dm) / h.tsamp_s).astype(
+        np.int64
+    )
+    half = max(8192, 16 * w)
+    data = obs.read_padded(cand.sample - half, 2 * half + int(delays.max()))
+    cleaned = clean_block(torch.from_numpy(data), search.rfi, tsamp_s=h.tsamp_s)
+    series = dedisperse(
+        cleaned.data, torch.from_numpy(delays[None]), 2 * half, weights=(~cleaned.mask).float()
+    )
+    series = series - running_median(series, max(8, int(search.baseline_s / h.tsamp_s)))
+    c = torch.nn.functional.pad(torch.cumsum(series[0].double(), 0), (1, 0))
+    f = (c[w:] - c[:-w]).numpy()  # boxcar sums starting at each sample
+    rms = 1.4826 * np.median(np.abs(f - np.median(f)))
+    centre = half - w // 2
+    return float(f[max(0, centre - 2 * w - 4) : centre + 2 * w + 5].max() / rms)
 
 
 @dataclass(frozen=True)
@@ -81,6 +120,10 @@ def run_case(case: Case, workdir: Path, seed: int) -> dict[str, object]:
     res = search_file(path, case.search)
     seconds = time.perf_counter() - t0
     rows = recovery(res.candidates, truth, snr_min=0.0)["rows"]
+    obs = open_observation(path)
+    for r in rows:  # the matched candidate's S/N in heimdall's definition, on the same data
+        c = r.pop("candidate", None)
+        r["heimdall_snr"] = heimdall_snr(obs, c, case.search) if c is not None else None
     by_bin = {}
     for lo, hi in SNR_BINS:
         sel = [r for r in rows if lo <= r["snr"] < hi]
@@ -91,13 +134,33 @@ def run_case(case: Case, workdir: Path, seed: int) -> dict[str, object]:
     strong = [r for r in rows if r["snr"] >= 10]
     recall10 = sum(r["dm_ok"] for r in strong) / len(strong) if strong else float("nan")
     found = [r for r in rows if r["found"]]
-    # The statistical limit on DM: the S/N-versus-DM peak of a pulse of width W is ~W / sweep wide per unit
-    # DM, so noise moves its maximum by sigma_DM ~ (W / sweep_per_dm) * sqrt(2 / S/N). For wide pulses at
-    # low DM on a narrow band this exceeds max(1, 1 %): no search can meet that bound there.
-    sweep = case.search.k_dm * (header.fmin_mhz**-2 - header.fmax_mhz**-2)  # s per unit DM
-    for r in found:
-        r["sigma_dm"] = r["width_s"] / sweep * np.sqrt(2 / r["snr"])
-    within = [abs(r["dm_error"]) <= max(3 * r["sigma_dm"], 1.0) for r in found]
+    within = [r["within_3_sigma"] for r in found]
+
+    def ratio(sel: list[dict[str, Any]], key: str) -> float | None:
+        v = [r[key] / r["snr"] for r in sel if r[key] is not None]
+        return round(float(np.median(v)), 3) if v else None
+
+    strong_found = [r for r in strong if r["found"]]
+    snr_study = {
+        "median_ours_over_ideal": ratio(strong_found, "found_snr"),
+        "median_heimdall_over_ideal": ratio(strong_found, "heimdall_snr"),
+        "by_width_ms": {
+            f"{lo}-{hi:g}": {
+                "n": len(sel := [r for r in strong_found if lo <= r["width_s"] * 1e3 < hi]),
+                "ours": ratio(sel, "found_snr"),
+                "heimdall": ratio(sel, "heimdall_snr"),
+            }
+            for lo, hi in WIDTH_BINS_MS
+        },
+        "by_dm": {
+            f"{lo}-{hi:g}": {
+                "n": len(sel := [r for r in strong_found if lo <= r["dm"] < hi]),
+                "ours": ratio(sel, "found_snr"),
+                "heimdall": ratio(sel, "heimdall_snr"),
+            }
+            for lo, hi in DM_BINS
+        },
+    }
     return {
         "benchmark": "radio_injection",
         "case": case.name,
@@ -107,11 +170,13 @@ def run_case(case: Case, workdir: Path, seed: int) -> dict[str, object]:
         "dm_range": list(case.dm_range),
         "injected": len(rows),
         "recall_snr_ge_10": recall10,
-        "reference": f"goal {GOAL_RECALL:.0%} recall at S/N >= 10 with |dDM| <= max(1, 1%)",
+        "reference": f"goal {GOAL_RECALL:.0%} recall at S/N >= 10 with |dDM| <= max(2, 2%)",
         "reference_value": GOAL_RECALL,
         "ratio": recall10 / GOAL_RECALL if strong else None,
         "detected_snr_ge_10": sum(r["found"] for r in strong) / len(strong) if strong else None,
-        "dm_within_3_sigma_dm": sum(within) / len(within) if within else None,
+        "dm_within_3_stated_sigma": sum(within) / len(within) if within else None,
+        "snr_ratio_goal": GOAL_SNR_RATIO,
+        "snr_study": snr_study,
         "recall_by_snr": by_bin,
         # the bursts of S/N >= 10 that miss the goal's DM accuracy, to see what limits it
         "misses": [
@@ -141,6 +206,7 @@ def false_alarms(case: Case, workdir: Path, seed: int) -> dict[str, object]:
     simulate(replace(case.sim, bursts=(), pulsars=(), rfi=(), seed=seed + 1), path)
     res = search_file(path, case.search)
     n8 = sum(c.snr >= 8.0 for c in res.candidates)
+    n7 = sum(c.snr >= 7.0 for c in res.candidates)
     hours = res.header.duration_s / 3600
     return {
         "benchmark": "radio_false_alarms",
@@ -148,6 +214,8 @@ def false_alarms(case: Case, workdir: Path, seed: int) -> dict[str, object]:
         "device": res.device,
         "duration_s": res.header.duration_s,
         "candidates_ge_8": n8,
+        "candidates_ge_7": n7,
+        "max_snr": max((c.snr for c in res.candidates), default=None),
         "false_alarms_per_hour": n8 / hours,
         "candidates_ge_6": len(res.candidates),
         "threshold": case.search.snr_threshold,
@@ -182,13 +250,26 @@ def main() -> None:
         if r["benchmark"] == "radio_injection":
             print(
                 f"{r['case']:<11} {r['injected']:>8} {r['recall_snr_ge_10']:>15.3f} {GOAL_RECALL:>6.2f} "
-                f"{(r['detected_snr_ge_10'] or 0):>9.3f} {(r['dm_within_3_sigma_dm'] or 0):>9.3f} "
+                f"{(r['detected_snr_ge_10'] or 0):>9.3f} {(r['dm_within_3_stated_sigma'] or 0):>9.3f} "
                 f"{(r['median_abs_dm_error_frac'] or 0):>9.4f} {(r['median_abs_time_error_ms'] or 0):>8.2f} "
                 f"{r['realtime_factor']:>11.2f}"
             )
+            st = r["snr_study"]
+            print(
+                f"{'':<11} S/N recovered / ideal (S/N >= 10, median): ours {st['median_ours_over_ideal']}, "
+                f"heimdall's {st['median_heimdall_over_ideal']} (goal {GOAL_SNR_RATIO}); by width (ms) "
+                + ", ".join(
+                    f"{k}: {v['ours']} / {v['heimdall']} (n={v['n']})" for k, v in st["by_width_ms"].items()
+                )
+                + "; by DM "
+                + ", ".join(
+                    f"{k}: {v['ours']} / {v['heimdall']} (n={v['n']})" for k, v in st["by_dm"].items()
+                )
+            )
         else:
             print(
-                f"{r['case']:<11} pure noise {r['duration_s']:.0f} s: {r['candidates_ge_8']} candidates >= 8 sigma "
+                f"{r['case']:<11} pure noise {r['duration_s']:.0f} s: {r['candidates_ge_7']} candidates >= 7 sigma, "
+                f"{r['candidates_ge_8']} >= 8 sigma "
                 f"({r['false_alarms_per_hour']:.0f} per hour)"
             )
 

@@ -148,7 +148,8 @@ def check_boxcar_hits_match_reference(device: str, seed: int) -> None:
         ]
     ):
         series[r, start : start + width] += height * noise[r]
-    widths = [1, 2, 4, 16, 64, 256, 1024, 2048]  # the last: more than the interpreter's 1024-sample tile
+    # powers of two and three times them; the last three more than the interpreter's 1024-sample tile
+    widths = [1, 2, 3, 4, 6, 16, 48, 64, 256, 1024, 1536, 2048, 3072]
     b = fit_baseline(series, 8000)
     want = _hit_map(boxcar_hits(normalise(series, 8000), threshold=4.0, widths=widths, valid=11_900))
     dev = series.to(device)
@@ -158,7 +159,7 @@ def check_boxcar_hits_match_reference(device: str, seed: int) -> None:
             capacity=100,
         )
     )  # fmt: skip
-    assert len(want) > 500 and any(k[2] == 7 for k in want), "the check lost its wide pulse"
+    assert len(want) > 500 and any(k[2] == widths.index(2048) for k in want), "the check lost its wide pulse"
     _assert_same_hits(got, want, 4.0)
     # short rows: one knot (their median), widths past the row's length
     short = series[:, :20].contiguous()

@@ -39,6 +39,7 @@ def _candidate(time_s: float, dm: float, width_samples: int, tsamp_s: float) -> 
     return Candidate(
         snr=40.0,
         dm=dm,
+        dm_err=0.1,
         time_s=s * tsamp_s,
         width_s=width_samples * tsamp_s,
         sample=s,

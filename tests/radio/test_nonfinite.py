@@ -13,6 +13,7 @@ from cudalab.cli import main
 from cudalab.radio.io.observation import open_observation
 from cudalab.radio.rfi import RfiConfig, clean_block
 from cudalab.radio.simulate import Burst, SimConfig, simulate
+from cudalab.radio.single_pulse.candidates import read_candidates
 
 BURSTS = (
     Burst(time_s=0.6, dm=150.0, snr=30.0, width_s=2e-3),
@@ -65,8 +66,7 @@ def _search(path: Path, out: Path) -> list[tuple[float, float]]:
         )
         == 0
     )
-    rows = (out / "candidates.csv").read_text().splitlines()[1:]
-    return [(float(r.split(",")[1]), float(r.split(",")[2])) for r in rows]
+    return [(c.dm, c.time_s) for c in read_candidates(out / "candidates.csv")]
 
 
 def _found(cands: list[tuple[float, float]]) -> list[bool]:
@@ -104,7 +104,7 @@ def test_cleaning_sets_non_finite_samples_to_zero_and_counts_the_new_ones_only()
     g = torch.Generator().manual_seed(0)
     x = torch.randn(16, 4000, generator=g) * 3 + 10
     x[3, 7], x[5, 3990], x[9, :] = float("nan"), float("-inf"), float("inf")
-    out, mask, nonfinite, _ = clean_block(x, RfiConfig(zero_dm=False, sk_threshold=0), counted=(0, 3000))
+    out, mask, nonfinite = clean_block(x, RfiConfig(zero_dm=False, sk_threshold=0), counted=(0, 3000))[:3]
     assert nonfinite == 1 + 3000  # sample (5, 3990) lies past the new samples: the next block counts it
     assert bool(torch.isfinite(out).all()) and mask[9] and not mask[3]
     assert abs(float(out[3, 7])) < 0.1 and abs(float(out[5, 3990])) < 0.1  # at the channel's median

@@ -191,9 +191,9 @@ def overview_png(result: SearchResult, truth: dict[str, Any] | None = None) -> b
     # top left: how many candidates per DM (per width for a single trial)
     if one_trial:
         a_count.set_xlabel("boxcar width (ms)")
-        if len(cands):  # widths are powers of two samples: one bar each, on a log axis
+        if len(cands):  # widths about sqrt(2) apart: one bar each, on a log axis
             widths, counts = np.unique(width_ms, return_counts=True)
-            a_count.bar(widths, counts, width=widths * 0.5, color="0.3")
+            a_count.bar(widths, counts, width=widths * 0.25, color="0.3")
             a_count.set_xscale("log")
         else:
             _nothing(a_count, empty)
@@ -477,6 +477,39 @@ def _table(rows: Sequence[tuple[str, Any]]) -> str:
     return f"<table class='kv'>{body}</table>"
 
 
+def rfi_mask_png(result: SearchResult) -> bytes:
+    """Where the search masked data, channel against time: channels masked in at least one block
+    (horizontal bands) and the narrowband impulses masked in time and frequency (boxes)."""
+    plt = _pyplot()
+    h = result.header
+    fig, ax = plt.subplots(figsize=(10, 2.8), layout="constrained")
+    for c in result.masked_channels:
+        ax.axhspan(
+            h.freqs_mhz[c] - abs(h.foff_mhz) / 2, h.freqs_mhz[c] + abs(h.foff_mhz) / 2, color="0.6", lw=0
+        )
+    for c0, c1, t0, t1 in result.impulses:
+        f = h.freqs_mhz[[c0, c1 - 1]]
+        ax.add_patch(
+            plt.Rectangle(
+                (t0 * h.tsamp_s, f.min() - abs(h.foff_mhz) / 2),
+                max((t1 - t0) * h.tsamp_s, h.duration_s / 500),  # at least a visible sliver
+                abs(f[1] - f[0]) + abs(h.foff_mhz),
+                color="tab:red",
+                lw=0,
+            )
+        )
+    ax.set_xlim(0, h.duration_s)
+    ax.set_ylim(h.fmin_mhz - abs(h.foff_mhz) / 2, h.fmax_mhz + abs(h.foff_mhz) / 2)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("frequency (MHz)")
+    ax.set_title(
+        f"masked: {len(result.masked_channels)} channels (grey), "
+        f"{len(result.impulses)} narrowband impulses (red)",
+        fontsize=10,
+    )
+    return _figure_png(fig)
+
+
 def _coverage(result: SearchResult) -> str:
     """What could not be searched, in words: the warnings and, per DM range, the seconds lost."""
     u = result.unsearched()
@@ -514,6 +547,8 @@ def write_report(
     h, cfg = result.header, result.config
     plots = out_dir / "plots"
     atomic_write_bytes(plots / "overview.png", overview_png(result, truth))
+    if not h.is_time_series:
+        atomic_write_bytes(plots / "rfi_mask.png", rfi_mask_png(result))
     figs = []
     for i, cand in enumerate(result.candidates[: cfg.report_top]):
         cut = cutouts.get(i)
@@ -556,7 +591,9 @@ def write_report(
         (
             "RFI",
             f"{len(result.masked_channels)} channels masked at least once; mean masked fraction "
-            f"{100 * result.mask_fraction:.1f} %; zero-DM {zero_dm}",
+            f"{100 * result.mask_fraction:.1f} %; {len(result.impulses)} narrowband impulses masked in time "
+            f"and frequency (cells of {', '.join(f'{s * 1e3:g}' for s in rfi.impulse_scales_s)} ms beyond "
+            f"{rfi.impulse_threshold:g} sigma); zero-DM {zero_dm}",
         ),
         (
             "non-finite samples",
@@ -576,7 +613,7 @@ def write_report(
         "<th>members</th><th>DM range</th></tr>"
     )
     rows = "".join(
-        f"<tr><td>{i}</td><td>{c.snr:.1f}</td><td>{c.dm:.2f}</td><td>{c.time_s:.5f}</td><td>{c.mjd:.8f}</td>"
+        f"<tr><td>{i}</td><td>{c.snr:.1f}</td><td>{c.dm:.2f} &plusmn; {c.dm_err:.2f}</td><td>{c.time_s:.5f}</td><td>{c.mjd:.8f}</td>"
         f"<td>{c.width_s * 1e3:.3f}</td><td>{c.members}</td><td>{c.dm_lo:.1f}-{c.dm_hi:.1f}</td></tr>"
         for i, c in enumerate(result.candidates[:TABLE_ROWS])
     )
@@ -623,6 +660,7 @@ figcaption {{ font-size: 0.85em; color: #444; }} img {{ max-width: 100%; }} .not
 <h2>Observation</h2>{_table(obs_rows)}
 <h2>Search</h2>{_table(search_rows)}
 <h2>Coverage</h2>{_coverage(result)}
+{"" if h.is_time_series else '<h2>RFI mask</h2><img src="plots/rfi_mask.png" alt="masked channels and impulses">'}
 <h2>Candidates</h2><img src="plots/overview.png" alt="candidates: count and S/N against DM, S/N histogram, DM against time">
 <p class="note">Colour and marker area: S/N (area grows as its square); the brightest numbered as below.
 {axis_note}Grey: not searched.{" Red circles: injected pulses." if truth else ""}</p>

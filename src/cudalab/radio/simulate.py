@@ -104,19 +104,19 @@ class Rfi:
     Attributes
     ----------
     kind
-        ``impulse`` (broadband, zero-DM), ``carrier`` (narrowband, always on) or ``intermittent``
-        (narrowband, switching on and off).
+        ``impulse`` (broadband, zero-DM), ``narrowband`` (an impulse in ``channels`` only),
+        ``carrier`` (narrowband, always on) or ``intermittent`` (narrowband, switching on and off).
     amplitude
         Per-channel amplitude in noise standard deviations.
     time_s, width_s
-        Impulse: arrival and duration. Intermittent: mean on-time (``width_s``).
+        Impulse, narrowband: arrival and duration. Intermittent: mean on-time (``width_s``).
     channels
-        Carriers: ``(first, stop)`` channel range.
+        Narrowband kinds: ``(first, stop)`` channel range.
     duty
         Intermittent: fraction of time on.
     """
 
-    kind: Literal["impulse", "carrier", "intermittent"]
+    kind: Literal["impulse", "narrowband", "carrier", "intermittent"]
     amplitude: float
     time_s: float = 0.0
     width_s: float = 1e-3
@@ -289,6 +289,10 @@ def rfi_patches(r: Rfi, header: Header, nsamples: int, rng: np.random.Generator)
     c0, c1 = r.channels
     if not 0 <= c0 < c1 <= header.nchans:
         raise ValueError(f"RFI channels {r.channels} outside 0..{header.nchans}")
+    if r.kind == "narrowband":
+        s0 = round(r.time_s / tsamp)
+        n = max(1, round(r.width_s / tsamp))
+        return [_Patch(c0, s0, np.full((c1 - c0, n), r.amplitude, dtype=np.float32))]
     if r.kind == "carrier":
         # A carrier adds power with its own fluctuation (amplitude modulation of 20 %).
         vals = r.amplitude * (1 + 0.2 * rng.standard_normal((c1 - c0, nsamples)))

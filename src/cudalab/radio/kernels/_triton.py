@@ -101,11 +101,12 @@ def boxcar_kernel(
     z = normalised(x_row, k_row, t, n, last_knot, pos_max, chunk, inv_rms)
     for k in range(nwidths):
         w = tl.load(widths_ptr + k)
-        # sum(z[t : t + w]) in pieces of L = min(w, BLOCK_T) (w, BLOCK_T: powers of two). With
-        # lo = z[t + s + j] and hi = z[t + s + L + j], a piece starting at s sums to
+        # sum(z[t : t + w]) in pieces of L samples: L = w when w <= BLOCK_T, else the largest power of
+        # two dividing w (w: a power of two or three times one; BLOCK_T: a power of two), at most
+        # BLOCK_T. With lo = z[t + s + j] and hi = z[t + s + L + j], a piece starting at s sums to
         # sum(lo[:L]) + exclusive_cumsum(hi - lo)[j]: the shifted window costs one more (cached)
         # load and a scan, no exchange between threads; each piece's hi is the next one's lo.
-        piece = tl.minimum(w, BLOCK_T)
+        piece = tl.where(w <= BLOCK_T, w, tl.minimum(w & (-w), BLOCK_T))
         acc = tl.zeros([BLOCK_T], dtype=tl.float32)
         lo = z
         for i in range(w // piece):

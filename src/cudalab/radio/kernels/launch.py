@@ -221,7 +221,7 @@ def boxcar_hits_triton(
     knots, chunk, inv_rms
         The baseline (:func:`cudalab.radio.single_pulse.search.fit_baseline`).
     widths
-        Boxcar widths, powers of two, ascending.
+        Boxcar widths, powers of two or three times a power of two, ascending.
     threshold, valid
         As for :func:`cudalab.radio.single_pulse.search.find_giants`.
     capacity
@@ -234,8 +234,8 @@ def boxcar_hits_triton(
     rows, n = series.shape
     if series.dtype != torch.float32 or (n > 1 and series.stride(1) != 1):
         raise ValueError("series must be float32 with a contiguous time axis")
-    if any(w <= 0 or w & (w - 1) for w in widths):
-        raise ValueError(f"boxcar widths must be powers of two, not {widths}")
+    if any(w <= 0 or (w & (w - 1) and (w % 3 or (w // 3) & (w // 3 - 1))) for w in widths):
+        raise ValueError(f"boxcar widths must be powers of two or three times one, not {widths}")
     if knots.shape[0] != rows or inv_rms.shape != (rows,):
         raise ValueError(f"the baseline has {knots.shape[0]} rows, the series {rows}")
     dev = series.device

@@ -34,7 +34,8 @@ class SearchConfig:
     snr_threshold
         Boxcar S/N above which a sample is a giant.
     max_width_s
-        Widest boxcar, seconds (rounded down to a power of two in samples).
+        Widest boxcar, seconds (rounded down to the nearest width searched: powers of two samples and
+        three times them).
     baseline_s
         Running-median window for each DM trial's baseline, seconds.
     scrunch, scrunch_tolerance, max_scrunch

@@ -57,6 +57,7 @@ def search_summary(result: SearchResult) -> dict[str, Any]:
         "best_time_s": best.time_s if best else None,
         "dm_trials": len(result.plan.dms),
         "masked_channels": len(result.masked_channels),
+        "masked_impulses": len(result.impulses),
         "nonfinite_samples": result.nonfinite_samples,
         "trials_not_searched": result.unsearched()["trials_not_searched"],
         "supported_dm_max": round(result.supported_dm_max, 2),
@@ -129,6 +130,10 @@ def run_search(
                 "masked_channels": result.masked_channels,
                 "mean_masked_fraction": result.mask_fraction,
                 "freqs_mhz": [float(f) for f in result.header.freqs_mhz[result.masked_channels]],
+                # narrowband impulses masked in time and frequency: channels [first, stop), samples [first, stop)
+                "impulses": [
+                    {"channels": [c0, c1], "samples": [t0, t1]} for c0, c1, t0, t1 in result.impulses
+                ],
             },
         )
         atomic_write_json(
@@ -145,6 +150,7 @@ def run_search(
                 "seconds": result.seconds,
                 "realtime_factor": result.realtime_factor,
                 "stages_s": result.stages,
+                "cpu_threads": result.cpu_threads,
                 "giants": len(result.giants),
                 "candidates": len(result.candidates),
                 "nonfinite_samples": result.nonfinite_samples,

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from cudalab.env.cpushare import CpuShare
 from cudalab.env.device import resolve_device
 from cudalab.errors import CudalabError
 from cudalab.radio.dedispersion.direct import LiveChannels, scrunch_time
@@ -39,9 +40,9 @@ from cudalab.radio.pipeline.memory import (
     memory_bound,
 )
 from cudalab.radio.rfi import RfiConfig, clean_block
-from cudalab.radio.single_pulse.candidates import Candidate
+from cudalab.radio.single_pulse.candidates import Candidate, dm_error
 from cudalab.radio.single_pulse.cluster import cluster_giants
-from cudalab.radio.single_pulse.refine import refine_dm, sweep_dm
+from cudalab.radio.single_pulse.refine import FINE_TRIALS, refine_dm, sweep_dm
 from cudalab.radio.single_pulse.search import Giants, boxcar_widths, search_series
 
 Progress = Callable[[str, int, int], None]
@@ -66,6 +67,12 @@ class SearchResult:
     reaches past the end (the whole file for a trial whose sweep is longer than the file)."""
     supported_dm_max: float
     """The largest DM whose sweep leaves half the file searchable (:func:`supported_dm_max`)."""
+    cpu_threads: list[int] | None
+    """On a CPU, torch's thread count for each block (:class:`cudalab.env.cpushare.CpuShare`: the
+    cores other processes left free); None on a GPU."""
+    impulses: list[tuple[int, int, int, int]]
+    """Narrowband impulses masked in time and frequency (:func:`cudalab.radio.rfi.impulse_mask`):
+    ``(first channel, stop channel, first sample, stop sample)``, in file samples, in time order."""
 
     def warnings(self) -> list[str]:
         """What the user must know about this search's coverage, one sentence each ([] when none)."""
@@ -145,6 +152,10 @@ class _Group:
 #: Cleaning of a single series: no channels to compare (zero-DM would subtract the series from
 #: itself); each block is normalised to zero median and unit robust noise, as every channel is.
 TIME_SERIES_RFI = RfiConfig(zero_dm=False, mad_threshold=0.0, sk_threshold=0.0)
+
+#: A refined S/N may exceed the grid's by the grid's tolerance (the most a pulse loses between two
+#: trials) and this much noise; beyond, the refinement measured something else and is not used.
+REFINE_SNR_SLACK = 2.0
 
 #: The largest DM ``dm_max_auto`` chooses, whatever the file's length: beyond every DM measured yet
 #: (FRB 20220610A's 1458 and the Galactic-plane pulsars' ~1700 among the highest) with room to spare.
@@ -242,7 +253,18 @@ def search_plan(h: Header, cfg: SearchConfig) -> DedispersionPlan:
 
 
 def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None = None) -> SearchResult:
-    """Search ``path`` and return the candidates (brightest first); writes nothing."""
+    """Search ``path`` and return the candidates (brightest first); writes nothing.
+
+    On a CPU, torch's thread count follows the cores other processes leave free while it runs
+    (:class:`~cudalab.env.cpushare.CpuShare`), and is restored however the search ends.
+    """
+    with CpuShare() as share:
+        return _search_file(path, cfg, progress, share)
+
+
+def _search_file(
+    path: str | Path, cfg: SearchConfig, progress: Progress | None, cpu_share: CpuShare
+) -> SearchResult:
     t_start = time.perf_counter()
     device, _ = resolve_device(cfg.device)
     try:
@@ -290,10 +312,15 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
         torch.cuda.reset_peak_memory_stats(device)
         peak_base = torch.cuda.memory_allocated(device)
     clock = _StageClock(device)
+    # on a CPU, as many threads as the cores others leave free, measured before and between blocks
+    share = cpu_share if device.type == "cpu" else None
+    if share is not None:
+        share.probe()
     parts: list[Giants] = []
     mask_union = np.zeros(h.nchans, dtype=bool)
     masked_sum = 0.0
     nonfinite_total = 0
+    impulses: set[tuple[int, int, int, int]] = set()
     reach = np.zeros(len(plan.dms), dtype=np.int64)  # native samples each trial has searched up to
     nblocks = 0
     total = h.nsamples
@@ -308,7 +335,11 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
             with clock("clean"):
                 # the block is ours (cleaned in place); bad samples are counted where they are new
                 new = (block.head, block.head + block.valid)
-                x, mask, nonfinite, subtracted = clean_block(block.data, rfi, inplace=True, counted=new)
+                cleaned = clean_block(block.data, rfi, inplace=True, counted=new, tsamp_s=h.tsamp_s)
+                x, mask, subtracted = cleaned.data, cleaned.mask, cleaned.zero_dm
+                nonfinite = cleaned.nonfinite
+                for c0, c1, t0, t1 in cleaned.impulses:  # in file samples; overlapping blocks repeat some
+                    impulses.add((c0, c1, block.start + t0, block.start + t1))
                 mask_np = mask.cpu().numpy()
                 # the live channels, worked out once here from the host mask (no further sync), serve
                 # every group and sub-band on either kernel
@@ -375,7 +406,8 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
                                 g.idx[r0:r1],
                                 baseline_samples=max(8, int(cfg.baseline_s / (h.tsamp_s * f))),
                                 threshold=cfg.snr_threshold,
-                                widths=[max(1, w // f) for w in widths if w >= f] or [1],
+                                # the widths a whole number of scrunched samples wide
+                                widths=[w // f for w in widths if w >= f and w % f == 0] or [1],
                                 scrunch=f,
                                 first_sample=block.start,
                                 valid=valid,
@@ -385,6 +417,8 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
                         )
                     del series
                 del whole
+            if share is not None:
+                share.update()
             if progress is not None:
                 progress("search", min(block.start + block.head + block.valid, total), total)
     with clock("cluster"):
@@ -393,11 +427,20 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
             giants, time_tol=cfg.time_tol, dm_tol=cfg.dm_index_tol, width_tol=cfg.width_tol
         )
         cands = []
+        sweep_per_dm = cfg.k_dm * (h.fmin_mhz**-2 - h.fmax_mhz**-2)  # seconds across the band per unit DM
+        steps = np.gradient(plan.dms) if len(plan.dms) > 1 else np.zeros(1)
         for k, g in enumerate(clusters.best):
+            j = int(giants.dm_index[g])
             cands.append(
                 Candidate(
                     snr=float(giants.snr[g]),
-                    dm=float(plan.dms[giants.dm_index[g]]),
+                    dm=float(plan.dms[j]),
+                    dm_err=dm_error(
+                        float(giants.snr[g]),
+                        float(giants.width[g] * h.tsamp_s),
+                        sweep_per_dm,
+                        float(steps[j]),
+                    ),
                     dm_trial=float(plan.dms[giants.dm_index[g]]),
                     time_s=float(giants.sample[g] * h.tsamp_s),
                     width_s=float(giants.width[g] * h.tsamp_s),
@@ -414,27 +457,40 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
                 )
             )
         cands.sort(key=lambda c: -c.snr)
-    sweep_per_dm = cfg.k_dm * (h.fmin_mhz**-2 - h.fmax_mhz**-2)  # seconds across the band per unit DM
     with clock("refine"):
         for i, c in enumerate(cands[: 0 if h.is_time_series else cfg.refine]):  # one DM: nothing to refine
             j = c.dm_index
             lo, hi = float(plan.dms[max(j - 1, 0)]), float(plan.dms[min(j + 1, len(plan.dms) - 1)])
             # a trial searched without zero-DM is refined without it too
             rfi_c = replace(rfi, zero_dm=False) if hi * sweep_per_dm < rfi.zero_dm_min_sweep_s else rfi
-            dm, _ = refine_dm(obs, c.sample, c.width_samples, lo, hi, k_dm=cfg.k_dm, rfi=rfi_c, device=device)
+            # the S/N is measured again at the refined DM: the grid's trials lose up to 1 - 1/tolerance
+            k = widths.index(c.width_samples) if c.width_samples in widths else 0
+            dm, snr = refine_dm(
+                obs, c.sample, c.width_samples, lo, hi, k_dm=cfg.k_dm, rfi=rfi_c, device=device,
+                widths=tuple(widths[max(k - 1, 0) : k + 2]),
+            )  # fmt: skip
+            if snr > cfg.dm_tolerance * c.snr + REFINE_SNR_SLACK:
+                # more than the grid can have lost between trials: the window caught another, brighter
+                # signal (a broadband impulse's bow-tie beside a fragment of it), not this candidate's
+                if progress is not None:
+                    progress("refine DM", i + 1, min(len(cands), cfg.refine))
+                continue
             # A pulse smears by its own width at a DM error of width / sweep: beyond the neighbouring
             # trials, its S/N is flat between them, and the arrival times across the band tell the DM.
             smear_dm = c.width_s / sweep_per_dm if sweep_per_dm > 0 else 0.0
+            dm_err = dm_error(c.snr, c.width_s, sweep_per_dm, (hi - lo) / (FINE_TRIALS - 1))
             if smear_dm > (hi - lo) / 2:
                 fit = sweep_dm(
                     obs, c.sample, c.width_samples, dm, c.snr, slack_dm=max(hi - lo, smear_dm),
                     k_dm=cfg.k_dm, rfi=rfi_c, device=device,
                 )  # fmt: skip
                 if fit is not None:
-                    dm = fit.dm
-            cands[i] = replace(c, dm=max(dm, 0.0))  # a fit's noise may not make a DM negative
+                    dm, dm_err = fit.dm, fit.dm_err
+            # a fit's noise may not make a DM negative
+            cands[i] = replace(c, dm=max(dm, 0.0), dm_err=dm_err, snr=snr)
             if progress is not None:
                 progress("refine DM", i + 1, min(len(cands), cfg.refine))
+        cands.sort(key=lambda c: -c.snr)
     return SearchResult(
         header=h,
         plan=plan,
@@ -445,6 +501,8 @@ def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None =
         nonfinite_samples=nonfinite_total,
         unsearched_s=(np.clip(total - reach, 0, total) * h.tsamp_s).astype(np.float64),
         supported_dm_max=supported,
+        cpu_threads=share.history if share is not None else None,
+        impulses=sorted(impulses, key=lambda r: (r[2], r[0])),
         device=str(device),
         kernel=kernels.name,
         memory=memory,

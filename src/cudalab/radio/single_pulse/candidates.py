@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -22,9 +23,12 @@ class Candidate:
     Attributes
     ----------
     snr
-        Boxcar S/N of the brightest member.
+        Boxcar S/N of the brightest member; for the brightest candidates (those refined), measured
+        again at the refined DM (:func:`cudalab.radio.single_pulse.refine.refine_dm`).
     dm
         DM, pc cm^-3.
+    dm_err
+        Its standard error (:func:`dm_error`; from the arrival times' fit where that measured the DM).
     time_s
         Arrival time at the centre of the highest-frequency channel, seconds from the file's start.
     width_s
@@ -39,7 +43,7 @@ class Candidate:
     members
         Giants merged into this candidate.
     width_samples
-        Boxcar width in native samples (a power of two).
+        Boxcar width in native samples (a power of two or three times one).
     dm_lo, dm_hi
         DM range spanned by the members.
     begin_sample, end_sample
@@ -52,6 +56,7 @@ class Candidate:
 
     snr: float
     dm: float
+    dm_err: float
     time_s: float
     width_s: float
     sample: int
@@ -68,7 +73,27 @@ class Candidate:
 
 
 CSV_COLUMNS = tuple(f.name for f in fields(Candidate))
-#: heimdall's candidate file: S/N, sample, time (s), boxcar filter (log2 width), DM trial, DM,
+
+
+def dm_error(snr: float, width_s: float, sweep_s_per_dm: float, step: float = 0.0) -> float:
+    """The standard error of a DM found as the S/N peak over DM, with the DM trials ``step`` apart (0:
+    refined between them).
+
+    A pulse of width W dedispersed at a DM off by d smears over d x sweep (the sweep across the band
+    per unit DM), and the matched filter's normalised response falls as (1 + (d sweep / W)^2)^(-1/4),
+    curvature (sweep / W)^2 / 2 at its peak; the peak of a response of amplitude S/N in unit noise
+    then lies within sqrt(2) W / (sweep S/N) (1 sigma; Cramer-Rao for a matched filter). A DM from
+    the trial grid adds the step's rounding, step / sqrt(12). 0 where the band has no sweep (a time
+    series: its DM is given).
+    """
+    if sweep_s_per_dm <= 0:
+        return 0.0
+    stat = math.sqrt(2.0) * width_s / (sweep_s_per_dm * max(snr, 1e-6))
+    return math.hypot(stat, step / math.sqrt(12.0))
+
+
+#: heimdall's candidate file: S/N, sample, time (s), boxcar filter (log2 width, rounded down: heimdall's
+#: widths are powers of two, ours also three times them), DM trial, DM,
 #: members, first sample, last sample.
 CAND_COLUMNS = (
     "snr",
@@ -121,6 +146,10 @@ def write_candidates(
     )
 
 
+#: Columns that files written before them lack, and what they read as there.
+OPTIONAL = {"dm_err": math.nan}
+
+
 def read_candidates(path: str | Path) -> list[Candidate]:
     """Read a ``candidates.csv`` written by :func:`write_candidates`."""
     p = Path(path)
@@ -134,8 +163,11 @@ def read_candidates(path: str | Path) -> list[Candidate]:
     for i, row in enumerate(rows, start=2):
         try:
             values: dict[str, Any] = {
-                k: int(row[k]) if types[k] == "int" else float(row[k]) for k in CSV_COLUMNS
+                k: int(row[k]) if types[k] == "int" else float(row[k])
+                for k in CSV_COLUMNS
+                if k not in OPTIONAL or k in row
             }
+            values |= {k: v for k, v in OPTIONAL.items() if k not in row}
             out.append(Candidate(**values))
         except (KeyError, ValueError) as exc:
             raise CudalabError(f"{p}: line {i}: bad candidate row ({exc})") from None

@@ -1,13 +1,21 @@
-"""Friends-of-friends clustering: the giants of one burst (its DM-time bow-tie) become one candidate.
+"""Clustering: the giants of one burst (its DM-time bow-tie) become one candidate, two bursts two.
 
 Two giants are friends when they are close in time (relative to the wider boxcar), in DM trial and
-in boxcar width (heimdall's three separations); a cluster is a connected group, represented by its
-brightest member.
+in boxcar width (heimdall's three separations). heimdall's clusters are the connected groups of
+friends (friends-of-friends), and a chain of friends can join anything: a bright burst 0.15 s from
+an interference's track in DM-time was joined to it through the faint tails of both and reported at
+the interference's DM and time. Here the friends graph is cut by topological persistence (ToMATo,
+Chazal et al. 2013, with S/N as the density): giants are taken brightest first; one whose friends are
+all fainter starts a cluster (a peak), any other joins the cluster of its brightest friend, and
+where it also touches other clusters, those whose peak rises less than a prominence above it (a
+noise bump on one bow-tie) merge into it. Two peaks joined only through a saddle well below both stay
+two candidates. Each cluster is represented by its brightest member, its peak.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -40,15 +48,29 @@ class Clusters:
     label: NDArray[np.int64]
 
 
+#: A peak stays its own cluster when it rises above the saddle joining it to a brighter one by at
+#: least this many sigma, and by PROMINENCE_FRACTION of its own S/N: the S/N of one pulse's giants
+#: scatter by about 1 sigma across neighbouring trials and widths, so its bow-tie has no bump of 3.
+PROMINENCE_SIGMA = 3.0
+PROMINENCE_FRACTION = 0.25
+
+
 def cluster_giants(
-    giants: Giants, *, time_tol: float = 3.0, dm_tol: int = 20, width_tol: int = 3
+    giants: Giants,
+    *,
+    time_tol: float = 3.0,
+    dm_tol: int = 20,
+    width_tol: int = 3,
+    prominence: float = PROMINENCE_SIGMA,
+    prominence_fraction: float = PROMINENCE_FRACTION,
 ) -> Clusters:
-    """Friends-of-friends: two giants are friends when their times differ by at most ``time_tol`` times
-    the wider boxcar, their trials by at most ``dm_tol``, and their widths by at most ``width_tol``
-    factors of two (heimdall's three separations); clusters are the connected groups.
+    """Cluster giants: friends (heimdall's separations: times within ``time_tol`` times the wider
+    boxcar, trials within ``dm_tol``, widths within ``width_tol`` factors of two), grouped by
+    persistence (see the module): a peak whose rise above its saddle with a brighter cluster is at
+    least ``max(prominence, prominence_fraction x its S/N)`` stays a cluster of its own.
+    ``prominence=inf`` gives friends-of-friends (every connected group one cluster).
     """
     from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
     from scipy.spatial import cKDTree
 
     n = len(giants)
@@ -71,8 +93,10 @@ def cluster_giants(
     else:
         i = j = np.zeros(0, np.int64)
     graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
-    ncl, label = connected_components(graph, directed=False)
-    label = label.astype(np.int64)
+    label = _persistence_labels(
+        (graph + graph.T).tocsr(), giants.snr.astype(np.float64), prominence, prominence_fraction
+    )
+    ncl = int(label.max()) + 1
     order = np.lexsort((-giants.snr, label))
     starts = np.r_[0, np.flatnonzero(np.diff(label[order])) + 1]
     best = order[starts]
@@ -89,3 +113,46 @@ def cluster_giants(
     return Clusters(
         best, members, dmin, dmax, begin, end, label
     )  # best[k]: cluster k's brightest (order sorts by label)
+
+
+def _persistence_labels(
+    graph: Any, snr: NDArray[np.float64], prominence: float, fraction: float
+) -> NDArray[np.int64]:
+    """Cluster labels 0..k-1 of the nodes of a symmetric CSR ``graph`` by persistence (the module's
+    rule). Union-find over the nodes, brightest first; a cluster's root is its peak."""
+    n = len(snr)
+    rank = np.empty(n, dtype=np.int64)
+    order = np.argsort(-snr, kind="stable")
+    rank[order] = np.arange(n)
+    indptr, indices = graph.indptr.tolist(), graph.indices.tolist()
+    rank_l, snr_l = rank.tolist(), snr.tolist()
+    parent = list(range(n))
+
+    def find(a: int) -> int:
+        root = a
+        while parent[root] != root:
+            root = parent[root]
+        while parent[a] != root:  # path compression
+            parent[a], a = root, parent[a]
+        return root
+
+    for v in order.tolist():
+        rv, sv = rank_l[v], snr_l[v]
+        brighter = [u for u in indices[indptr[v] : indptr[v + 1]] if rank_l[u] < rv]
+        if not brighter:
+            continue  # a peak: its own cluster, for now
+        top = min(brighter, key=rank_l.__getitem__)  # the brightest friend
+        home = find(top)
+        parent[v] = home
+        for u in brighter:
+            r = find(u)
+            if r == home:
+                continue
+            lower, upper = (r, home) if rank_l[r] > rank_l[home] else (home, r)
+            peak = snr_l[lower]
+            if peak - sv < max(prominence, fraction * peak):  # a bump, not a peak: merge
+                parent[lower] = upper
+                home = find(v)
+    roots = np.array([find(a) for a in range(n)], dtype=np.int64)
+    _, label = np.unique(roots, return_inverse=True)
+    return label.astype(np.int64)

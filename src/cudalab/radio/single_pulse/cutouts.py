@@ -140,9 +140,9 @@ def make_cutout(
     lo, hi = max(0, start), min(h.nsamples, start + need)  # the part of the window in the file
     # The search's masking, without zero-DM (the cutout shows the data, impulses included), on the
     # data alone: samples outside the file stay 0, each channel's median once cleaned.
-    real, mask, _, _ = clean_block(
-        torch.from_numpy(obs.read(lo, hi - lo)).to(device), replace(rfi, zero_dm=False)
-    )
+    # (No time-frequency mask either: a cutout shows the impulses the search masked.)
+    cleaned = clean_block(torch.from_numpy(obs.read(lo, hi - lo)).to(device), replace(rfi, zero_dm=False))
+    real, mask = cleaned.data, cleaned.mask
     x = torch.zeros(h.nchans, need, dtype=torch.float32, device=device)
     x[:, lo - start : hi - start] = real
     inside = np.zeros(need, dtype=np.float32)

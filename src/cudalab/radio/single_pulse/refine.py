@@ -48,8 +48,11 @@ def refine_dm(
     rfi: RfiConfig,
     device: torch.device,
     trials: int = FINE_TRIALS,
+    widths: tuple[int, ...] = (),
 ) -> tuple[float, float]:
-    """The DM in ``[dm_lo, dm_hi]`` that maximises the boxcar S/N of a pulse at ``sample`` of ``width``.
+    """The DM in ``[dm_lo, dm_hi]`` that maximises the boxcar S/N of a pulse at ``sample`` of ``width``
+    (or of any of ``widths`` as well: the search's neighbouring widths, so that the S/N measured here
+    does not hang on which of two near-equal widths the search's cluster happened to peak at).
 
     Returns ``(dm, snr)`` with the S/N measured in a window of ``max(4096, 16 width)`` samples.
     """
@@ -57,17 +60,20 @@ def refine_dm(
     dms = np.linspace(dm_lo, dm_hi, trials)
     delays = np.rint(dispersion_delay_s(dms[:, None], h.freqs_mhz[None, :], h.fmax_mhz, k_dm) / h.tsamp_s)
     delays = delays.astype(np.int64)
-    half = max(2048, 8 * width)
+    half = max(2048, 8 * max((width, *widths)))
     nout = 2 * half
     data = obs.read_padded(sample - half, nout + int(delays.max()))
-    x, mask, _, _ = clean_block(torch.from_numpy(data).to(device), rfi)
+    cleaned = clean_block(torch.from_numpy(data).to(device), rfi, tsamp_s=h.tsamp_s)
+    x, mask = cleaned.data, cleaned.mask
     series = dedisperse(x, torch.from_numpy(delays).to(device), nout, weights=(~mask).float())
     z = normalise(series, nout)  # one baseline and noise level for the whole window
     csum = torch.nn.functional.pad(torch.cumsum(z.double(), dim=1), (1, 0))
-    snr = (csum[:, width:] - csum[:, :-width]) / np.sqrt(width)  # boxcar starting at t
-    centre = half - width // 2
-    lo, hi = max(0, centre - 2 * width - 4), min(snr.shape[1], centre + 2 * width + 5)
-    best = snr[:, lo:hi].max(dim=1).values.cpu().numpy()  # (trials,)
+    best = np.full(trials, -np.inf)
+    for w in {width, *widths}:
+        snr = (csum[:, w:] - csum[:, :-w]) / np.sqrt(w)  # boxcar starting at t
+        centre = half - w // 2
+        lo, hi = max(0, centre - 2 * w - 4), min(snr.shape[1], centre + 2 * w + 5)
+        best = np.maximum(best, snr[:, lo:hi].max(dim=1).values.cpu().numpy())  # (trials,)
     i = int(np.argmax(best))
     dm = float(dms[i])
     if 0 < i < trials - 1:  # parabola through the peak and its neighbours
@@ -157,7 +163,8 @@ def sweep_dm(
     # whose DM would leave it ends the refinement there.
     dm_top = dm + 2 * slack_dm
     data = obs.read_padded(sample - pre, nout + int(np.ceil(gain.max() * dm_top)) + 1)
-    x, mask, _, _ = clean_block(torch.from_numpy(data).to(device), rfi)
+    cleaned = clean_block(torch.from_numpy(data).to(device), rfi, tsamp_s=h.tsamp_s)
+    x, mask = cleaned.data, cleaned.mask
     live = LiveChannels.of(~mask.cpu().numpy(), h.nchans, device)
     fit: SweepFit | None = None
     for _ in range(iterations):
