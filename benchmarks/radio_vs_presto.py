@@ -127,9 +127,9 @@ def run_presto(prefix: Path, fil: Path, dm_max: float, work: Path) -> tuple[floa
     wall = time.perf_counter() - t0
     events = []
     for p in work.glob("sp_DM*.singlepulse"):
-        a = np.loadtxt(p, ndmin=2, comments="#")
-        if a.size:
-            events.append(a[:, :3])
+        rows = [line.split()[:3] for line in p.read_text().splitlines() if line and not line.startswith("#")]
+        if rows:
+            events.append(np.array(rows, dtype=np.float64))
     return wall, np.vstack(events) if events else np.zeros((0, 3))
 
 

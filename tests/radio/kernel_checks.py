@@ -201,7 +201,9 @@ def check_search_on_kernels_matches_reference(device: str, seed: int) -> None:
         ref = search_file(path, replace(cfg, kernel="torch"))
         fast = search_file(path, replace(cfg, kernel="triton"))
     assert fast.kernel == "triton" and ref.kernel == "torch"
-    assert len(ref.candidates) >= 3 and ref.candidates[0].snr >= 10, "the check found nothing to compare"
+    # (random_bursts places as many of the 3 as fit 0.4 s apart in 2 s: two, for some seeds)
+    assert len(bursts) >= 2 and len(ref.candidates) >= len(bursts), "the check found nothing to compare"
+    assert ref.candidates[0].snr >= 10, "the check found nothing to compare"
     same_candidates(fast.candidates, ref.candidates)
 
 

@@ -270,7 +270,11 @@ def search(
     ] = None,
     gulp: Annotated[int | None, typer.Option(help="Samples per block (memory bound; default 32768).")] = None,
     subbands: Annotated[
-        int | None, typer.Option(help="0: direct dedispersion; N: two stages with N sub-bands (fewer adds).")
+        int | None,
+        typer.Option(
+            help="0: direct dedispersion; N: two stages with N sub-bands (fewer adds); "
+            "-1 (default): 32 on a CPU for >= 256 channels, else direct."
+        ),
     ] = None,
     kernel: Annotated[
         str | None,

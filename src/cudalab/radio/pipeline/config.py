@@ -15,6 +15,10 @@ from cudalab.radio.kernels import Kernel
 from cudalab.radio.rfi import RfiConfig
 from cudalab.runs.config import check_finite, check_literals
 
+#: ``subbands=-1`` on a CPU: this many sub-bands for files of at least AUTO_SUBBAND_MIN_CHANNELS.
+AUTO_SUBBANDS = 32
+AUTO_SUBBAND_MIN_CHANNELS = 256
+
 
 @dataclass(frozen=True, kw_only=True)
 class SearchConfig:
@@ -43,6 +47,10 @@ class SearchConfig:
     subbands, subband_tolerance
         0: direct dedispersion. N: two stages with N sub-bands
         (:mod:`cudalab.radio.dedispersion.subband`), each trial's delays within ``subband_tolerance + 1`` (scrunched) samples of its own.
+        -1 (the default): :data:`AUTO_SUBBANDS` on a CPU for files of at least
+        :data:`AUTO_SUBBAND_MIN_CHANNELS` channels (as PRESTO's prepsubband: on a 1024-channel file to DM
+        1000, 18 s instead of 42 s on 2 cores), direct otherwise (the GPU's kernel is fast enough
+        direct; few channels save few adds).
     kernel
         Dedispersion kernel: ``auto`` (Triton on a GPU, the torch reference on a CPU), ``torch`` or
         ``triton`` (:mod:`cudalab.radio.kernels`).
@@ -77,7 +85,7 @@ class SearchConfig:
     scrunch: bool = True
     scrunch_tolerance: float = 1.15
     max_scrunch: int = 16
-    subbands: int = 0
+    subbands: int = -1
     subband_tolerance: int = 1
     kernel: Kernel = "auto"
     gulp: int = 1 << 15
@@ -98,8 +106,8 @@ class SearchConfig:
             raise ValueError(f"need 0 <= dm_min <= dm_max, got {self.dm_min}, {self.dm_max}")
         if self.snr_threshold <= 0 or self.max_width_s <= 0 or self.baseline_s <= 0:
             raise ValueError("snr_threshold, max_width_s and baseline_s must be > 0")
-        if self.subbands < 0 or self.subband_tolerance < 0:
-            raise ValueError("subbands and subband_tolerance must be >= 0")
+        if self.subbands < -1 or self.subband_tolerance < 0:
+            raise ValueError("subbands must be >= -1 (-1: automatic) and subband_tolerance >= 0")
         if self.gulp < 256:
             raise ValueError(f"gulp must be >= 256 samples, not {self.gulp}")
         if self.dm_tolerance <= 1 or self.scrunch_tolerance < 1:

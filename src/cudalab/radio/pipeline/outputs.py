@@ -145,6 +145,7 @@ def run_search(
                 "config": asdict(cfg),
                 "device": result.device,
                 "kernel": result.kernel,
+                "subbands": result.subbands,
                 "memory_bound_bytes": result.memory.summary(),
                 "peak_device_bytes": result.peak_device_bytes,
                 "seconds": result.seconds,

@@ -31,7 +31,7 @@ from cudalab.radio.io.header import Header
 from cudalab.radio.io.observation import open_observation
 from cudalab.radio.io.stream import BlockStream
 from cudalab.radio.kernels import resolve_kernel
-from cudalab.radio.pipeline.config import SearchConfig
+from cudalab.radio.pipeline.config import AUTO_SUBBAND_MIN_CHANNELS, AUTO_SUBBANDS, SearchConfig
 from cudalab.radio.pipeline.memory import (
     SEARCH_CHUNK_BYTES,
     SUBBAND_BYTES,
@@ -118,6 +118,8 @@ class SearchResult:
 
     device: str
     kernel: str
+    subbands: int
+    """Sub-bands of the two-stage dedispersion (0: direct), as resolved from ``config.subbands``."""
     memory: MemoryBound
     peak_device_bytes: int | None
     seconds: float
@@ -226,6 +228,15 @@ class _StageClock:
             self.seconds[stage] += time.perf_counter() - t0
 
 
+def resolve_subbands(subbands: int, device: torch.device, h: Header) -> int:
+    """The sub-bands a search uses: ``subbands``, or for -1 (automatic) :data:`AUTO_SUBBANDS` on a CPU
+    for files of :data:`AUTO_SUBBAND_MIN_CHANNELS` channels or more and 0 (direct) otherwise."""
+    if subbands >= 0:
+        return subbands
+    auto = device.type == "cpu" and h.nchans >= AUTO_SUBBAND_MIN_CHANNELS and not h.is_time_series
+    return AUTO_SUBBANDS if auto else 0
+
+
 def search_plan(h: Header, cfg: SearchConfig) -> DedispersionPlan:
     """The DM trials a search of a file with header ``h`` makes under ``cfg``: one at the file's own DM
     for a time series, else heimdall's grid to ``cfg.dm_max`` (or, with ``dm_max_auto``, to the DM
@@ -278,6 +289,7 @@ def _search_file(
     plan = search_plan(h, cfg)
     widths = boxcar_widths(cfg.max_width_s, h.tsamp_s)
     max_w = widths[-1]
+    nsub = resolve_subbands(cfg.subbands, device, h)
     groups: list[_Group] = []
     sweep_s = plan.delays.max(axis=1) * h.tsamp_s  # each trial's sweep across the band
     for s, idx in plan.groups():
@@ -285,8 +297,8 @@ def _search_file(
         # trials whose sweep is too short for zero-DM (in DM order, so the first of the group)
         protected = int(np.sum(sweep_s[idx] < rfi.zero_dm_min_sweep_s)) if rfi.zero_dm else 0
         pd = _device_delays(d[:protected], device) if protected else None
-        if cfg.subbands:
-            sub = plan_subbands(d, min(cfg.subbands, h.nchans), cfg.subband_tolerance)
+        if nsub:
+            sub = plan_subbands(d, min(nsub, h.nchans), cfg.subband_tolerance)
             groups.append(
                 _Group(s, idx, sub, sub.max_delay, sub.effective_delays().max(axis=1), protected, pd)
             )
@@ -305,7 +317,7 @@ def _search_file(
         max_w,
         [(g.factor, len(g.idx), g.max_delay) for g in groups],
         stored_per_sample=stream.bytes_per_sample,
-        subbands=bool(cfg.subbands),
+        subbands=bool(nsub),
         on_gpu=device.type == "cuda",
     )
     if device.type == "cuda":
@@ -505,6 +517,7 @@ def _search_file(
         impulses=sorted(impulses, key=lambda r: (r[2], r[0])),
         device=str(device),
         kernel=kernels.name,
+        subbands=nsub,
         memory=memory,
         peak_device_bytes=torch.cuda.max_memory_allocated(device) - peak_base
         if device.type == "cuda"
