@@ -128,6 +128,10 @@ def test_outputs_are_complete_and_in_the_field_formats(small_obs: tuple[Path, di
     page = (out / "report.html").read_text()
     assert "plots/overview.png" in page and "plots/cand_0000.png" in page and "1500.0000 MHz" in page
     assert (out / "plots" / "overview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the carriers' masked channels, drawn (a search that masked nothing says so instead)
+    assert "plots/rfi_mask.png" in page and (out / "plots" / "rfi_mask.png").is_file()
+    mask = json.loads((out / "rfi_mask.json").read_text())
+    assert set(mask["masked_channels"]) == set(res.masked_channels) and "impulses" in mask
     meta = json.loads((out / "search.json").read_text())
     assert meta["plan"]["ndm"] == len(res.plan.dms) and meta["candidates"] == len(res.candidates)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folders left

@@ -547,7 +547,8 @@ def write_report(
     h, cfg = result.header, result.config
     plots = out_dir / "plots"
     atomic_write_bytes(plots / "overview.png", overview_png(result, truth))
-    if not h.is_time_series:
+    masked = bool(result.masked_channels or result.impulses)
+    if not h.is_time_series and masked:
         atomic_write_bytes(plots / "rfi_mask.png", rfi_mask_png(result))
     figs = []
     for i, cand in enumerate(result.candidates[: cfg.report_top]):
@@ -660,7 +661,7 @@ figcaption {{ font-size: 0.85em; color: #444; }} img {{ max-width: 100%; }} .not
 <h2>Observation</h2>{_table(obs_rows)}
 <h2>Search</h2>{_table(search_rows)}
 <h2>Coverage</h2>{_coverage(result)}
-{"" if h.is_time_series else '<h2>RFI mask</h2><img src="plots/rfi_mask.png" alt="masked channels and impulses">'}
+{"" if h.is_time_series else "<h2>RFI mask</h2>" + ('<img src="plots/rfi_mask.png" alt="masked channels and impulses">' if masked else "<p>Nothing was masked.</p>")}
 <h2>Candidates</h2><img src="plots/overview.png" alt="candidates: count and S/N against DM, S/N histogram, DM against time">
 <p class="note">Colour and marker area: S/N (area grows as its square); the brightest numbered as below.
 {axis_note}Grey: not searched.{" Red circles: injected pulses." if truth else ""}</p>
