@@ -155,6 +155,10 @@ class _Group:
 #: itself); each block is normalised to zero median and unit robust noise, as every channel is.
 TIME_SERIES_RFI = RfiConfig(zero_dm=False, mad_threshold=0.0, sk_threshold=0.0)
 
+#: A candidate is refined without zero-DM when zero-DM would take more than this fraction of its
+#: power (its width over its sweep across the band).
+ZERO_DM_MAX_LOSS = 0.1
+
 #: A refined S/N may exceed the grid's by the grid's tolerance (the most a pulse loses between two
 #: trials) and this much noise; beyond, the refinement measured something else and is not used.
 REFINE_SNR_SLACK = 2.0
@@ -473,8 +477,12 @@ def _search_file(
         for i, c in enumerate(cands[: 0 if h.is_time_series else cfg.refine]):  # one DM: nothing to refine
             j = c.dm_index
             lo, hi = float(plan.dms[max(j - 1, 0)]), float(plan.dms[min(j + 1, len(plan.dms) - 1)])
-            # a trial searched without zero-DM is refined without it too
-            rfi_c = replace(rfi, zero_dm=False) if hi * sweep_per_dm < rfi.zero_dm_min_sweep_s else rfi
+            # a trial searched without zero-DM is refined without it too; so is a pulse wide enough for
+            # zero-DM to take a sizeable part of it (width / sweep of its power): its S/N against DM is
+            # cut where the guard starts, and its refinement must not start from that edge
+            wide = c.width_s > ZERO_DM_MAX_LOSS * max(c.dm_trial, lo) * sweep_per_dm
+            spared = hi * sweep_per_dm < rfi.zero_dm_min_sweep_s
+            rfi_c = replace(rfi, zero_dm=False) if spared or wide else rfi
             # the S/N is measured again at the refined DM: the grid's trials lose up to 1 - 1/tolerance
             k = widths.index(c.width_samples) if c.width_samples in widths else 0
             dm, snr = refine_dm(
