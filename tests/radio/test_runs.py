@@ -151,7 +151,8 @@ def test_the_demo_finds_what_it_found_before(tmp_path: Path) -> None:
     files of 256 channels or more (the demo's 512: 12 s instead of 19 s; candidates matching nothing
     at DM > 5 from 6 to 4; every burst found, at the same DMs within their errors); and once more
     when wide pulses (width over sweep > 0.1) came to be refined without zero-DM, as the search's
-    spared trials see them: two of the pulsar's pulses from S/N 9.8 and 3.6 to 12.7 and 6.2."""
+    spared trials see them: two of the pulsar's pulses from S/N 9.8 and 3.6 to 12.7 and 6.2 (and the
+    refined candidates' dm_err then taken at their refined S/N)."""
     assert main(["radio", "demo", "--out", str(tmp_path), "--device", "cpu"]) == ExitCode.OK
     got = list(csv.DictReader((tmp_path / "search" / "candidates.csv").open()))
     want = list(csv.DictReader((REPO / "tests" / "golden" / "demo_candidates.csv").open()))

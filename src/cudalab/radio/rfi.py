@@ -210,9 +210,10 @@ def impulse_mask(
     (:func:`robust_location_scale`), and cells beyond ``threshold`` are grouped into connected
     regions (among live channels: a masked carrier does not cut a region in two). A region spanning
     at least :data:`IMPULSE_MIN_CHANNELS` and at most ``max_band_fraction`` of the live channels,
-    with an instant outlying in every one of them (not dispersed), is interference: an impulse in tens of channels for tens of milliseconds, which dedispersion would
-    spread into a track of candidates along its own sweep, and which channel masks (whole channels)
-    and zero-DM (broadband) miss. Other regions are left alone (see
+    with an instant outlying in every one of them (not dispersed), is interference: an impulse in
+    tens of channels for tens of milliseconds, which dedispersion would spread into a track of
+    candidates along its own sweep, and which channel masks (whole channels) and zero-DM (broadband)
+    miss. Other regions are left alone (see
     :data:`IMPULSE_MAX_BAND_FRACTION` and :data:`IMPULSE_MIN_CHANNELS`). A dispersed pulse makes
     outlying cells only where its S/N per channel exceeds ``threshold`` (an S/N above ``threshold x
     sqrt(live channels)``: 190 on 1024 channels), and then as one region across the band or as

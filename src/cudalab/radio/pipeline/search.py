@@ -498,7 +498,7 @@ def _search_file(
             # A pulse smears by its own width at a DM error of width / sweep: beyond the neighbouring
             # trials, its S/N is flat between them, and the arrival times across the band tell the DM.
             smear_dm = c.width_s / sweep_per_dm if sweep_per_dm > 0 else 0.0
-            dm_err = dm_error(c.snr, c.width_s, sweep_per_dm, (hi - lo) / (FINE_TRIALS - 1))
+            dm_err = dm_error(snr, c.width_s, sweep_per_dm, (hi - lo) / (FINE_TRIALS - 1))
             if smear_dm > (hi - lo) / 2:
                 fit = sweep_dm(
                     obs, c.sample, c.width_samples, dm, c.snr, slack_dm=max(hi - lo, smear_dm),
