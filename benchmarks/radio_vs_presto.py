@@ -57,7 +57,8 @@ class Load:
     """``n`` busy processes for the duration of a ``with`` block."""
 
     def __init__(self, n: int) -> None:
-        self.n, self.procs = n, []  # type: ignore[var-annotated]
+        self.n = n
+        self.procs: list[mp.Process] = []
 
     def __enter__(self) -> Load:
         self.procs = [mp.Process(target=_spin, daemon=True) for _ in range(self.n)]

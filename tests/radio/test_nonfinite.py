@@ -104,7 +104,8 @@ def test_cleaning_sets_non_finite_samples_to_zero_and_counts_the_new_ones_only()
     g = torch.Generator().manual_seed(0)
     x = torch.randn(16, 4000, generator=g) * 3 + 10
     x[3, 7], x[5, 3990], x[9, :] = float("nan"), float("-inf"), float("inf")
-    out, mask, nonfinite = clean_block(x, RfiConfig(zero_dm=False, sk_threshold=0), counted=(0, 3000))[:3]
+    cfg = RfiConfig(zero_dm=False, sk_threshold=0, impulse_threshold=0)
+    out, mask, nonfinite = clean_block(x, cfg, tsamp_s=256e-6, counted=(0, 3000))[:3]
     assert nonfinite == 1 + 3000  # sample (5, 3990) lies past the new samples: the next block counts it
     assert bool(torch.isfinite(out).all()) and mask[9] and not mask[3]
     assert abs(float(out[3, 7])) < 0.1 and abs(float(out[5, 3990])) < 0.1  # at the channel's median

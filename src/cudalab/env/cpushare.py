@@ -99,7 +99,10 @@ class CpuShare:
         return self.threads
 
     def probe(self, seconds: float = MIN_INTERVAL_S) -> int:
-        """Measure for ``seconds`` while this process waits (the load before any work), then update."""
+        """Measure for ``seconds`` while this process waits (the load before any work), then update;
+        at once when there is no choice to make (one thread at most)."""
+        if self.max_threads <= 1:
+            return self.update()
         self._last = self._sample()
         time.sleep(seconds)
         return self.update()

@@ -58,7 +58,8 @@ def recovery(
 
     Returns counts (``injected``, ``recovered`` with an accurate DM (:func:`dm_accurate`),
     ``within_3_sigma`` of the candidate's stated DM error, ``associated`` at any DM), per-pulse
-    rows (found S/N, DM and time errors), and ``unmatched_dispersed``: candidates at DM > 5 that match no
+    rows (found S/N, DM and time errors, and the matched ``candidate`` itself, for measurements of
+    its own: not JSON), and ``unmatched_dispersed``: candidates at DM > 5 that match no
     injected pulse of any kind or S/N.
     """
     sweep = _sweep_s_per_dm(truth)

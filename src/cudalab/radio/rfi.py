@@ -406,14 +406,13 @@ def clean_block(
     data: torch.Tensor,
     cfg: RfiConfig,
     *,
+    tsamp_s: float,
     inplace: bool = False,
     counted: tuple[int, int] | None = None,
-    tsamp_s: float = 0.0,
 ) -> Cleaned:
     """Normalise each channel, mask bad channels and narrowband impulses, subtract zero-DM.
 
-    ``tsamp_s``, the sampling time, sets the time-frequency cells of :func:`impulse_mask` (not run
-    when it is 0).
+    ``tsamp_s``, the sampling time, sets the time-frequency cells of :func:`impulse_mask`.
 
     Order matters: the mean/std outlier test runs on the raw data (normalising would erase a carrier's
     offset); the time-frequency test runs on the normalised data, before zero-DM (which would spread a
@@ -446,7 +445,7 @@ def clean_block(
         med, scale = robust_location_scale(rows[:, ::step])
         rows.sub_(med).div_(scale.clamp_min(1e-6))
     impulses: list[tuple[int, int, int, int]] = []
-    if cfg.impulse_threshold > 0 and tsamp_s > 0:
+    if cfg.impulse_threshold > 0:
         scales = sorted({max(4, round(s / tsamp_s)) for s in cfg.impulse_scales_s})
         impulses = impulse_mask(x, mask, threshold=cfg.impulse_threshold, scales=scales)
     subtracted = None

@@ -28,7 +28,7 @@ from cudalab.radio.dedispersion.direct import LiveChannels, scrunch_time
 from cudalab.radio.dedispersion.plan import DedispersionPlan, make_plan, single_trial_plan
 from cudalab.radio.dedispersion.subband import SubbandPlan, dedisperse_subband, plan_subbands
 from cudalab.radio.io.header import Header
-from cudalab.radio.io.observation import open_observation
+from cudalab.radio.io.observation import Observation, open_observation
 from cudalab.radio.io.stream import BlockStream
 from cudalab.radio.kernels import resolve_kernel
 from cudalab.radio.pipeline.config import AUTO_SUBBAND_MIN_CHANNELS, AUTO_SUBBANDS, SearchConfig
@@ -168,10 +168,15 @@ REFINE_SNR_SLACK = 2.0
 AUTO_DM_CAP = 10_000.0
 
 
+def sweep_s_per_dm(h: Header, k_dm: float) -> float:
+    """Seconds a pulse's dispersion sweep across the band lasts per unit DM (0 for a time series)."""
+    return k_dm * (h.fmin_mhz**-2 - h.fmax_mhz**-2)
+
+
 def supported_dm_max(h: Header, k_dm: float, searched_fraction: float = 0.5) -> float:
     """The largest DM whose dispersion sweep across the band leaves ``searched_fraction`` of the file
     searchable (the sweep's last seconds cannot be dedispersed at that DM)."""
-    sweep_per_dm = k_dm * (h.fmin_mhz**-2 - h.fmax_mhz**-2)
+    sweep_per_dm = sweep_s_per_dm(h, k_dm)
     return math.inf if sweep_per_dm <= 0 else (1 - searched_fraction) * h.duration_s / sweep_per_dm
 
 
@@ -265,6 +270,52 @@ def search_plan(h: Header, cfg: SearchConfig) -> DedispersionPlan:
         max_scrunch=cfg.max_scrunch,
         k_dm=cfg.k_dm,
     )
+
+
+def _refine(
+    c: Candidate,
+    obs: Observation,
+    plan: DedispersionPlan,
+    widths: list[int],
+    cfg: SearchConfig,
+    rfi: RfiConfig,
+    device: torch.device,
+) -> Candidate:
+    """``c`` with its DM, DM error and S/N measured again from the data between its neighbouring trials
+    (:func:`refine_dm`; for a pulse wide against the sweep, :func:`sweep_dm`), or ``c`` itself when the
+    measurement caught another signal."""
+    h = obs.header
+    sweep_per_dm = sweep_s_per_dm(h, cfg.k_dm)
+    j = c.dm_index
+    lo, hi = float(plan.dms[max(j - 1, 0)]), float(plan.dms[min(j + 1, len(plan.dms) - 1)])
+    # a trial searched without zero-DM is refined without it too; so is a pulse wide enough for zero-DM
+    # to take a sizeable part of it (width / sweep of its power): its S/N against DM is cut where the
+    # guard starts, and its refinement must not start from that edge
+    wide = c.width_s > ZERO_DM_MAX_LOSS * max(c.dm_trial, lo) * sweep_per_dm
+    spared = hi * sweep_per_dm < rfi.zero_dm_min_sweep_s
+    rfi_c = replace(rfi, zero_dm=False) if spared or wide else rfi
+    # the S/N is measured again at the refined DM: the grid's trials lose up to 1 - 1/tolerance
+    k = widths.index(c.width_samples) if c.width_samples in widths else 0
+    dm, snr = refine_dm(
+        obs, c.sample, c.width_samples, lo, hi, k_dm=cfg.k_dm, rfi=rfi_c, device=device,
+        widths=tuple(widths[max(k - 1, 0) : k + 2]),
+    )  # fmt: skip
+    if snr > cfg.dm_tolerance * c.snr + REFINE_SNR_SLACK:
+        # more than the grid can have lost between trials: the window caught another, brighter signal
+        # (a broadband impulse's bow-tie beside a fragment of it), not this candidate's
+        return c
+    dm_err = dm_error(snr, c.width_s, sweep_per_dm, (hi - lo) / (FINE_TRIALS - 1))
+    # A pulse smears by its own width at a DM error of width / sweep: beyond the neighbouring trials,
+    # its S/N is flat between them, and the arrival times across the band tell the DM.
+    smear_dm = c.width_s / sweep_per_dm if sweep_per_dm > 0 else 0.0
+    if smear_dm > (hi - lo) / 2:
+        fit = sweep_dm(
+            obs, c.sample, c.width_samples, dm, c.snr, slack_dm=max(hi - lo, smear_dm),
+            k_dm=cfg.k_dm, rfi=rfi_c, device=device,
+        )  # fmt: skip
+        if fit is not None:
+            dm, dm_err = fit.dm, fit.dm_err
+    return replace(c, dm=max(dm, 0.0), dm_err=dm_err, snr=snr)  # a fit's noise may not make a DM negative
 
 
 def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None = None) -> SearchResult:
@@ -443,7 +494,7 @@ def _search_file(
             giants, time_tol=cfg.time_tol, dm_tol=cfg.dm_index_tol, width_tol=cfg.width_tol
         )
         cands = []
-        sweep_per_dm = cfg.k_dm * (h.fmin_mhz**-2 - h.fmax_mhz**-2)  # seconds across the band per unit DM
+        sweep_per_dm = sweep_s_per_dm(h, cfg.k_dm)
         steps = np.gradient(plan.dms) if len(plan.dms) > 1 else np.zeros(1)
         for k, g in enumerate(clusters.best):
             j = int(giants.dm_index[g])
@@ -475,39 +526,7 @@ def _search_file(
         cands.sort(key=lambda c: -c.snr)
     with clock("refine"):
         for i, c in enumerate(cands[: 0 if h.is_time_series else cfg.refine]):  # one DM: nothing to refine
-            j = c.dm_index
-            lo, hi = float(plan.dms[max(j - 1, 0)]), float(plan.dms[min(j + 1, len(plan.dms) - 1)])
-            # a trial searched without zero-DM is refined without it too; so is a pulse wide enough for
-            # zero-DM to take a sizeable part of it (width / sweep of its power): its S/N against DM is
-            # cut where the guard starts, and its refinement must not start from that edge
-            wide = c.width_s > ZERO_DM_MAX_LOSS * max(c.dm_trial, lo) * sweep_per_dm
-            spared = hi * sweep_per_dm < rfi.zero_dm_min_sweep_s
-            rfi_c = replace(rfi, zero_dm=False) if spared or wide else rfi
-            # the S/N is measured again at the refined DM: the grid's trials lose up to 1 - 1/tolerance
-            k = widths.index(c.width_samples) if c.width_samples in widths else 0
-            dm, snr = refine_dm(
-                obs, c.sample, c.width_samples, lo, hi, k_dm=cfg.k_dm, rfi=rfi_c, device=device,
-                widths=tuple(widths[max(k - 1, 0) : k + 2]),
-            )  # fmt: skip
-            if snr > cfg.dm_tolerance * c.snr + REFINE_SNR_SLACK:
-                # more than the grid can have lost between trials: the window caught another, brighter
-                # signal (a broadband impulse's bow-tie beside a fragment of it), not this candidate's
-                if progress is not None:
-                    progress("refine DM", i + 1, min(len(cands), cfg.refine))
-                continue
-            # A pulse smears by its own width at a DM error of width / sweep: beyond the neighbouring
-            # trials, its S/N is flat between them, and the arrival times across the band tell the DM.
-            smear_dm = c.width_s / sweep_per_dm if sweep_per_dm > 0 else 0.0
-            dm_err = dm_error(snr, c.width_s, sweep_per_dm, (hi - lo) / (FINE_TRIALS - 1))
-            if smear_dm > (hi - lo) / 2:
-                fit = sweep_dm(
-                    obs, c.sample, c.width_samples, dm, c.snr, slack_dm=max(hi - lo, smear_dm),
-                    k_dm=cfg.k_dm, rfi=rfi_c, device=device,
-                )  # fmt: skip
-                if fit is not None:
-                    dm, dm_err = fit.dm, fit.dm_err
-            # a fit's noise may not make a DM negative
-            cands[i] = replace(c, dm=max(dm, 0.0), dm_err=dm_err, snr=snr)
+            cands[i] = _refine(c, obs, plan, widths, cfg, rfi, device)
             if progress is not None:
                 progress("refine DM", i + 1, min(len(cands), cfg.refine))
         cands.sort(key=lambda c: -c.snr)

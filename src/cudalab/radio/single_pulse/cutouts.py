@@ -138,10 +138,11 @@ def make_cutout(
     start = cand.sample - span // 2
     need = span + int(delays.max())
     lo, hi = max(0, start), min(h.nsamples, start + need)  # the part of the window in the file
-    # The search's masking, without zero-DM (the cutout shows the data, impulses included), on the
-    # data alone: samples outside the file stay 0, each channel's median once cleaned.
-    # (No time-frequency mask either: a cutout shows the impulses the search masked.)
-    cleaned = clean_block(torch.from_numpy(obs.read(lo, hi - lo)).to(device), replace(rfi, zero_dm=False))
+    # The search's channel masks, without zero-DM or the impulse mask (the cutout shows the data,
+    # impulses included), on the data alone: samples outside the file stay 0, each channel's median
+    # once cleaned.
+    shown = replace(rfi, zero_dm=False, impulse_threshold=0.0)
+    cleaned = clean_block(torch.from_numpy(obs.read(lo, hi - lo)).to(device), shown, tsamp_s=h.tsamp_s)
     real, mask = cleaned.data, cleaned.mask
     x = torch.zeros(h.nchans, need, dtype=torch.float32, device=device)
     x[:, lo - start : hi - start] = real
