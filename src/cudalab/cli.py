@@ -213,6 +213,12 @@ def _add_workloads() -> None:
     from cudalab.train.cli import app as train_app
 
     add_workload("graph", graph)
+    try:
+        from cudalab.radio.classify.cli import radio_classifier
+    except ImportError:  # without [radio]: the radio group already says what is missing
+        pass
+    else:
+        add_workload("radio-classifier", radio_classifier)
     app.add_typer(train_app, name="train")
 
     from cudalab.runs.cli import app as runs_app

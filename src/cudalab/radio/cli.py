@@ -149,6 +149,9 @@ def _search_flags(
     gulp: int | None = None,
     subbands: int | None = None,
     kernel: str | None = None,
+    classify: bool | None = None,
+    classifier: Path | None = None,
+    min_prob: str | None = None,
 ) -> dict[str, Any]:
     """The flags given, as the SearchConfig fields they set (a flag not given sets nothing)."""
     given: dict[str, Any] = {
@@ -164,6 +167,12 @@ def _search_flags(
         "kernel": kernel,
     }
     flags = {k: v for k, v in given.items() if v is not None}
+    if classify is not None:
+        flags["classify"] = "on" if classify else "off"
+    if classifier is not None:
+        flags["classifier"] = str(classifier)
+    if min_prob is not None:
+        flags["min_prob"] = -1.0 if min_prob == "auto" else min_prob
     if dm_max == "auto":
         flags["dm_max_auto"] = True
     if zero_dm is not None:
@@ -208,14 +217,30 @@ def _print_candidates(console: Console, result: Any, out: Path, truth: dict[str,
             "search.json)",
             highlight=False,
         )
+    cls = result.classification
+    if cls is not None:
+        console.print(
+            f"classifier {cls['model']}: {cls['scored']} candidates scored in {cls['seconds']:.1f} s; "
+            f"{cls['removed']} below P(real) {cls['min_prob']:g} removed (operating threshold {cls['threshold']:.3g})",
+            highlight=False,
+        )
     table = Table(title=f"{len(result.candidates)} candidates (times at {h.fmax_mhz:.1f} MHz)")
-    for col in ("#", "S/N", "DM", "time (s)", "width (ms)", "members"):
+    for col in (
+        "#",
+        *(("P(real)",) if cls is not None else ()),
+        "S/N",
+        "DM",
+        "time (s)",
+        "width (ms)",
+        "members",
+    ):
         table.add_column(col, justify="right")
     if truth is not None:
         table.add_column("injected", justify="left")
     for i, c in enumerate(result.candidates[:15]):
         row = [
             str(i),
+            *((f"{c.prob:.3f}",) if cls is not None else ()),
             f"{c.snr:.1f}",
             f"{c.dm:.1f}",
             f"{c.time_s:.4f}",
@@ -280,6 +305,24 @@ def search(
         str | None,
         typer.Option(help="Kernels: auto (Triton on a GPU, torch on a CPU), triton or torch."),
     ] = None,
+    classify: Annotated[
+        bool | None,
+        typer.Option(
+            "--classify/--no-classify",
+            help="Score every candidate with the CNN classifier and rank by it (default: on when a "
+            "classifier is at hand, as the shipped one is).",
+        ),
+    ] = None,
+    classifier: Annotated[
+        Path | None,
+        typer.Option(help="A classifier file (radio export-classifier); default: the shipped one."),
+    ] = None,
+    min_prob: Annotated[
+        str | None,
+        typer.Option(
+            help="Keep candidates of P(real) >= this (0-1), or auto: the classifier's operating threshold."
+        ),
+    ] = None,
     truth: Annotated[Path | None, typer.Option(help="A simulator truth table: mark injected pulses.")] = None,
     config: ConfigOption = None,
     overrides: SetOption = None,
@@ -294,7 +337,8 @@ def search(
     config.toml and manifest.json."""
     flags = _search_flags(
         dm_min=dm_min, dm_max=dm_max, snr=snr, max_width_ms=max_width_ms, device=device, cutouts=cutouts,
-        top=top, zero_dm=zero_dm, gulp=gulp, subbands=subbands, kernel=kernel,
+        top=top, zero_dm=zero_dm, gulp=gulp, subbands=subbands, kernel=kernel, classify=classify,
+        classifier=classifier, min_prob=min_prob,
     )  # fmt: skip
     cfg = _resolve_search_config(config, flags, overrides)
     if print_config:
@@ -359,3 +403,195 @@ def demo(
         f"candidates not matching an injected pulse at DM > 5: {rec['unmatched_dispersed']}"
     )
     raise typer.Exit(ExitCode.OK if rec["recovered"] == rec["injected"] else ExitCode.PROBLEM)
+
+
+# --------------------------------------------------------------------------------------------------
+# the candidate classifier: its training set, scoring FETCH files, exporting a trained one
+# --------------------------------------------------------------------------------------------------
+
+
+@app.command()
+def dataset(
+    out: Annotated[Path, typer.Argument(help="Folder to write the set into (replaced if it holds a set).")],
+    observations: Annotated[int, typer.Option(help="Observations to simulate and search.")] = 200,
+    seed: Annotated[int, typer.Option(help="Observation i is drawn from (seed, i).")] = 0,
+    background: Annotated[
+        list[Path] | None,
+        typer.Option("--background", help="Real noise to inject into (repeatable); train, val and test."),
+    ] = None,
+    holdout: Annotated[
+        list[Path] | None,
+        typer.Option("--holdout", help="Real noise for test observations only (repeatable)."),
+    ] = None,
+    device: Annotated[DeviceChoice, typer.Option(help="Where the searches run.")] = DeviceChoice.cpu,
+    overrides: SetOption = None,
+) -> None:
+    """Build a classifier training set: simulate observations, search them, cut out every candidate in
+    FETCH's layout and label it by truth matching (reproducible from the seed)."""
+    import time
+
+    from cudalab.radio.classify.dataset import OWNED, DatasetConfig, build_dataset
+    from cudalab.runs.config import resolve
+    from cudalab.runs.rundir import check_output_dir
+
+    try:
+        cfg = resolve(
+            DatasetConfig(),
+            flags={
+                "observations": observations,
+                "seed": seed,
+                "backgrounds": tuple(str(p) for p in background or ()),
+                "holdout": tuple(str(p) for p in holdout or ()),
+                "device": device.value,
+            },
+            overrides=list(overrides or []),
+        )
+        check_output_dir(out, owned=OWNED)
+    except ValueError as exc:
+        raise CudalabError(str(exc)) from None
+    for f in (*cfg.backgrounds, *cfg.holdout):
+        from cudalab.radio.io.observation import open_observation
+
+        open_observation(f)  # a bad background fails here, in one line
+    console = _console()
+    started = time.monotonic()
+    last = [started]
+
+    def line(done: int, total: int, counts: dict[str, int]) -> None:
+        if time.monotonic() - last[0] >= 30 or done == total:
+            last[0] = time.monotonic()
+            sys.stderr.write(f"dataset: {done}/{total} observations, {sum(counts.values())} candidates, "
+                             f"{last[0] - started:.0f} s\n")  # fmt: skip
+
+    try:
+        if console.is_terminal:
+            with _progress(console) as progress:
+                task = progress.add_task("observations", total=cfg.observations)
+                meta = build_dataset(
+                    cfg,
+                    out,
+                    lambda d, t, c: progress.update(
+                        task, completed=d, description=f"{sum(c.values())} cands"
+                    ),
+                )
+        else:
+            meta = build_dataset(cfg, out, line)
+    except ValueError as exc:
+        raise CudalabError(str(exc)) from None
+    table = Table(title=f"{out}: {meta['candidates']} candidates in {meta['seconds']:.0f} s")
+    kinds = sorted({k for c in meta["counts"].values() for k in c})
+    table.add_column("split")
+    for k in kinds:
+        table.add_column(k, justify="right")
+    for split, c in meta["counts"].items():
+        table.add_row(split, *(str(c.get(k, 0)) for k in kinds))
+    console.print(table)
+    raise typer.Exit(ExitCode.OK)
+
+
+def _h5_files(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(p.glob("*.h5"))
+            if not found:
+                raise CudalabError(f"{p}: no .h5 files in this folder")
+            files += found
+        elif not p.exists():
+            raise CudalabError(f"{p}: no such file")
+        else:
+            files.append(p)
+    return files
+
+
+@app.command()
+def classify(
+    files: Annotated[
+        list[Path], typer.Argument(help="FETCH h5 cutouts (ours, your_candmaker's), or folders of them.")
+    ],
+    classifier: Annotated[
+        Path | None,
+        typer.Option(help="A classifier file (radio export-classifier); default: the shipped one."),
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write file,prob,... as CSV here.")] = None,
+    device: Annotated[
+        DeviceChoice, typer.Option(help="auto (GPU when usable), cuda or cpu.")
+    ] = DeviceChoice.auto,
+    batch: Annotated[int, typer.Option(help="Candidates scored at once.")] = 256,
+) -> None:
+    """Score FETCH candidate files: the probability that each is a real dispersed pulse."""
+    import csv
+    import io
+
+    from cudalab._io import atomic_write_text
+    from cudalab.env.device import resolve_device
+    from cudalab.radio.classify.data import read_cutout
+    from cudalab.radio.classify.score import load_classifier
+
+    if batch < 1:
+        raise CudalabError(f"--batch must be >= 1, not {batch}")
+    paths = _h5_files(files)
+    try:
+        attrs = [read_cutout(p).attrs for p in paths]  # every file checked before any work
+        dev, _ = resolve_device(device.value)
+        clf = load_classifier(classifier, dev)
+        probs = clf.score_files(paths, batch)
+    except ValueError as exc:
+        raise CudalabError(str(exc)) from None
+    rows: list[dict[str, Any]] = [
+        {"file": str(p), "prob": float(pr), "real": int(pr >= clf.threshold), "dm": a.get("dm"), "snr": a.get("snr"),
+         "tcand": a.get("tcand"), "label": a.get("label")}
+        for p, pr, a in zip(paths, probs, attrs, strict=True)
+    ]  # fmt: skip
+    if out is not None:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write_text(out, buf.getvalue())
+    console = _console()
+    table = Table(title=f"{clf.name}: P(real) of {len(rows)} candidates (threshold {clf.threshold:.3g})")
+    for col in ("file", "P(real)", "DM", "S/N", "label"):
+        table.add_column(col, justify="left" if col == "file" else "right")
+    for r in sorted(rows, key=lambda r: -r["prob"])[:30]:
+        table.add_row(
+            Path(r["file"]).name,
+            f"{r['prob']:.3f}",
+            _num(r["dm"]),
+            _num(r["snr"]),
+            "" if r["label"] is None else str(r["label"]),
+        )
+    console.print(table)
+    console.print(
+        f"{sum(r['real'] for r in rows)} of {len(rows)} at or above the threshold"
+        + (f"; all in {out}" if out else "")
+    )
+    raise typer.Exit(ExitCode.OK)
+
+
+def _num(v: Any) -> str:
+    return f"{v:.2f}" if isinstance(v, int | float) else ""
+
+
+@app.command("export-classifier")
+def export_classifier(
+    run: Annotated[Path, typer.Argument(help="A finished `cudalab train radio-classifier` run folder.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The classifier file to write.")] = Path(
+        "radio-classifier.pt"
+    ),
+) -> None:
+    """Turn a training run into a classifier file with its model card (threshold chosen on val, figures
+    measured on the held-out test split)."""
+    from cudalab.radio.classify.score import export_classifier as export
+
+    try:
+        card = export(run, out)
+    except (ValueError, OSError) as exc:
+        raise CudalabError(str(exc)) from None
+    t = card["test"]
+    _console().print(
+        f"{out}: {card['model']['name']}, threshold {card['threshold']:.3g}; held-out test: AP {t['ap']:.4f}, "
+        f"recall {t['recall']:.4f} (S/N >= 10: {t['recall_snr10']:.4f}), false candidates removed {t['reduction']:.4f}; "
+        f"card: {out.parent / 'MODEL_CARD.md'}"
+    )
+    raise typer.Exit(ExitCode.OK)

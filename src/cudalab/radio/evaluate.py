@@ -42,13 +42,17 @@ def _associated(c: Candidate, p: dict[str, Any], sweep_per_dm: float) -> bool:
     return abs(c.time_s - p["time_s"]) <= tol_t and abs(c.dm - p["dm"]) <= tol_dm
 
 
+def match_pulse(c: Candidate, truth: dict[str, Any]) -> dict[str, Any] | None:
+    """The injected pulse ``c`` is associated with (the nearest in time of several), or None."""
+    sweep = _sweep_s_per_dm(truth)
+    near = [p for p in truth.get("pulses", []) if _associated(c, p, sweep)]
+    return min(near, key=lambda p: abs(p["time_s"] - c.time_s)) if near else None
+
+
 def match_one(c: Candidate, truth: dict[str, Any]) -> str | None:
     """A short label for the injected pulse ``c`` matches ("burst DM 348.8 S/N 15"), or None."""
-    sweep = _sweep_s_per_dm(truth)
-    for p in truth.get("pulses", []):
-        if _associated(c, p, sweep):
-            return f"{p['kind']} DM {p['dm']:.1f} S/N {p['snr']:.0f}"
-    return None
+    p = match_pulse(c, truth)
+    return f"{p['kind']} DM {p['dm']:.1f} S/N {p['snr']:.0f}" if p else None
 
 
 def recovery(

@@ -311,8 +311,9 @@ def _snr_colorbar(fig: Figure, mappable: Any, ax: Axes) -> None:
 
 
 def _title(index: int, cand: Candidate) -> str:
+    p = f"P(real) {cand.prob:.3f}  " if cand.prob == cand.prob else ""
     return (
-        f"#{index}  S/N {cand.snr:.1f}  DM {cand.dm:.2f}  width {cand.width_s * 1e3:.3g} ms\n"
+        f"#{index}  {p}S/N {cand.snr:.1f}  DM {cand.dm:.2f}  width {cand.width_s * 1e3:.3g} ms\n"
         f"t = {cand.time_s:.4f} s   MJD {cand.mjd:.8f}   {utc_ms(cand.mjd)} UTC"
     )
 
@@ -510,6 +511,53 @@ def rfi_mask_png(result: SearchResult) -> bytes:
     return _figure_png(fig)
 
 
+def score_time_png(result: SearchResult, truth: dict[str, Any] | None = None) -> bytes:
+    """The classifier's probability of every candidate against its time over the observation (colour
+    and area by S/N), the kept ones ringed, the ``min_prob`` line and, with a truth table, the injected
+    pulses' times marked."""
+    plt = _pyplot()
+    cls = result.classification or {}
+    scored = result.scored or result.candidates
+    fig, ax = plt.subplots(figsize=(10, 3.2), layout="constrained")
+    if scored:
+        t = np.array([c.time_s for c in scored])
+        p = np.array([c.prob for c in scored])
+        snr = np.array([c.snr for c in scored])
+        thr = result.config.snr_threshold
+        order = np.argsort(snr)
+        sc = ax.scatter(
+            t[order], p[order], s=marker_sizes(snr[order], thr) / 2, c=snr[order], cmap=SNR_CMAP,
+            norm=snr_norm(snr, thr), lw=0.3, ec="k",
+        )  # fmt: skip
+        kept = p >= cls.get("min_prob", 0.0)
+        ax.scatter(
+            t[kept],
+            p[kept],
+            s=marker_sizes(snr[kept], thr),
+            facecolors="none",
+            edgecolors="tab:green",
+            lw=0.8,
+        )
+        _snr_colorbar(fig, sc, ax)
+    if truth:
+        for q in truth.get("pulses", []):
+            ax.axvline(q["time_s"], color="tab:red", lw=0.5, alpha=0.4)
+    floor = cls.get("min_prob", 0.0)
+    if floor > 0:
+        ax.axhline(floor, color="tab:green", lw=0.8, ls="--")
+    ax.axhline(cls.get("threshold", 0.5), color="0.4", lw=0.6, ls=":")
+    ax.set_xlim(0, result.header.duration_s)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("P(real)")
+    ax.set_title(
+        f"classifier {cls.get('model', '')}: {cls.get('scored', len(scored))} candidates scored, "
+        f"{cls.get('removed', 0)} below min_prob {floor:g} removed (dotted: its threshold {cls.get('threshold', 0.5):.3g})",
+        fontsize=10,
+    )
+    return _figure_png(fig)
+
+
 def _coverage(result: SearchResult) -> str:
     """What could not be searched, in words: the warnings and, per DM range, the seconds lost."""
     u = result.unsearched()
@@ -550,6 +598,9 @@ def write_report(
     masked = bool(result.masked_channels or result.impulses)
     if not h.is_time_series and masked:
         atomic_write_bytes(plots / "rfi_mask.png", rfi_mask_png(result))
+    cls = result.classification
+    if cls is not None:
+        atomic_write_bytes(plots / "score_time.png", score_time_png(result, truth))
     figs = []
     for i, cand in enumerate(result.candidates[: cfg.report_top]):
         cut = cutouts.get(i)
@@ -609,17 +660,28 @@ def write_report(
         ),
         ("giants / candidates", f"{len(result.giants)} / {len(result.candidates)}"),
     ]
+    if cls is not None:
+        search_rows.append(
+            (
+                "classifier",
+                f"{cls['model']} ({html.escape(Path(cls['file']).name) if cls['file'] else 'shipped'}): "
+                f"{cls['scored']} scored in {cls['seconds']:.1f} s, {cls['removed']} below P(real) "
+                f"{cls['min_prob']:g} removed; operating threshold {cls['threshold']:.3g}",
+            )
+        )
+    p_head = "<th>P(real)</th>" if cls is not None else ""
     head = (
-        "<tr><th>#</th><th>S/N</th><th>DM</th><th>time (s)</th><th>MJD</th><th>width (ms)</th>"
+        f"<tr><th>#</th>{p_head}<th>S/N</th><th>DM</th><th>time (s)</th><th>MJD</th><th>width (ms)</th>"
         "<th>members</th><th>DM range</th></tr>"
     )
     rows = "".join(
-        f"<tr><td>{i}</td><td>{c.snr:.1f}</td><td>{c.dm:.2f} &plusmn; {c.dm_err:.2f}</td><td>{c.time_s:.5f}</td><td>{c.mjd:.8f}</td>"
+        f"<tr><td>{i}</td>{f'<td>{c.prob:.3f}</td>' if cls is not None else ''}<td>{c.snr:.1f}</td><td>{c.dm:.2f} &plusmn; {c.dm_err:.2f}</td><td>{c.time_s:.5f}</td><td>{c.mjd:.8f}</td>"
         f"<td>{c.width_s * 1e3:.3f}</td><td>{c.members}</td><td>{c.dm_lo:.1f}-{c.dm_hi:.1f}</td></tr>"
         for i, c in enumerate(result.candidates[:TABLE_ROWS])
     )
     cards = "".join(
-        f"<figure><img src='plots/{name}' alt='candidate {i}'><figcaption>#{i}: S/N {c.snr:.1f}, DM {c.dm:.2f}, "
+        f"<figure><img src='plots/{name}' alt='candidate {i}'><figcaption>#{i}: "
+        f"{f'P(real) {c.prob:.3f}, ' if cls is not None else ''}S/N {c.snr:.1f}, DM {c.dm:.2f}, "
         f"t = {c.time_s:.4f} s</figcaption></figure>"
         for i, c, name in figs
     )
@@ -637,12 +699,12 @@ def write_report(
         else "Each: the dedispersed series around the pulse, the boxcar shaded."
     )
     table_note = (
-        f"<p class='note'>The brightest {TABLE_ROWS} of {len(result.candidates)}.</p>"
+        f"<p class='note'>The first {TABLE_ROWS} of {len(result.candidates)}.</p>"
         if len(result.candidates) > TABLE_ROWS
         else ""
     )
     if len(result.candidates) > cfg.cutouts:
-        cutout_note = f"FETCH cutouts of the brightest {cfg.cutouts} in <code>cands/</code>."
+        cutout_note = f"FETCH cutouts of the first {cfg.cutouts} in <code>cands/</code>."
     elif not h.is_time_series and result.candidates:
         cutout_note = "FETCH cutouts of each in <code>cands/</code>."
     else:
@@ -663,9 +725,10 @@ figcaption {{ font-size: 0.85em; color: #444; }} img {{ max-width: 100%; }} .not
 <h2>Coverage</h2>{_coverage(result)}
 {"" if h.is_time_series else "<h2>RFI mask</h2>" + ('<img src="plots/rfi_mask.png" alt="masked channels and impulses">' if masked else "<p>Nothing was masked.</p>")}
 <h2>Candidates</h2><img src="plots/overview.png" alt="candidates: count and S/N against DM, S/N histogram, DM against time">
-<p class="note">Colour and marker area: S/N (area grows as its square); the brightest numbered as below.
+<p class="note">Colour and marker area: S/N (area grows as its square); the first candidates numbered as in the table below.
 {axis_note}Grey: not searched.{" Red circles: injected pulses." if truth else ""}</p>
-<h2>Brightest candidates</h2>{table_note}<table class="cands">{head}{rows}</table>
+{'<h2>Classifier</h2><img src="plots/score_time.png" alt="classifier probability against time"><p class="note">Green rings: kept. Red lines: injected pulses.</p>' if cls is not None else ""}
+<h2>{"Most likely real" if cls is not None else "Brightest"} candidates</h2>{table_note}<table class="cands">{head}{rows}</table>
 <p>All candidates: <a href="candidates.csv">candidates.csv</a> and heimdall's <a href="candidates.cand">candidates.cand</a>.
 {cutout_note}</p>
 <h2>Top candidates</h2><p class="note">{cand_note}</p>{cards or "<p>No candidate above threshold.</p>"}

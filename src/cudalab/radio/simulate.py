@@ -105,23 +105,29 @@ class Rfi:
     ----------
     kind
         ``impulse`` (broadband, zero-DM), ``narrowband`` (an impulse in ``channels`` only),
-        ``carrier`` (narrowband, always on) or ``intermittent`` (narrowband, switching on and off).
+        ``carrier`` (narrowband, always on), ``intermittent`` (narrowband, switching on and off) or
+        ``drifting`` (a narrow track, ``drift_channels`` wide, sweeping from the first channel of
+        ``channels`` to the last over ``width_s``, as a chirped radar or a satellite's downlink does: a
+        track going down in frequency mimics dispersion, though linear in frequency, not in f^-2).
     amplitude
         Per-channel amplitude in noise standard deviations.
     time_s, width_s
-        Impulse, narrowband: arrival and duration. Intermittent: mean on-time (``width_s``).
+        Impulse, narrowband, drifting: start and duration. Intermittent: mean on-time (``width_s``).
     channels
         Narrowband kinds: ``(first, stop)`` channel range.
     duty
         Intermittent: fraction of time on.
+    drift_channels
+        Drifting: the track's width in channels.
     """
 
-    kind: Literal["impulse", "narrowband", "carrier", "intermittent"]
+    kind: Literal["impulse", "narrowband", "carrier", "intermittent", "drifting"]
     amplitude: float
     time_s: float = 0.0
     width_s: float = 1e-3
     channels: tuple[int, int] = (0, 1)
     duty: float = 0.2
+    drift_channels: int = 2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -293,6 +299,17 @@ def rfi_patches(r: Rfi, header: Header, nsamples: int, rng: np.random.Generator)
         s0 = round(r.time_s / tsamp)
         n = max(1, round(r.width_s / tsamp))
         return [_Patch(c0, s0, np.full((c1 - c0, n), r.amplitude, dtype=np.float32))]
+    if r.kind == "drifting":
+        # channel c is lit while the track's centre passes it, from the first channel to the last
+        span = max(1, c1 - c0 - 1)
+        per = max(1, round(r.width_s / span / tsamp))  # samples per channel step
+        s0 = round(r.time_s / tsamp)
+        out = []
+        for k in range(c1 - c0):
+            lo = max(c0, c0 + k - r.drift_channels // 2)
+            hi = min(c1, lo + max(1, r.drift_channels))
+            out.append(_Patch(lo, s0 + k * per, np.full((hi - lo, per), r.amplitude, dtype=np.float32)))
+        return out
     if r.kind == "carrier":
         # A carrier adds power with its own fluctuation (amplitude modulation of 20 %).
         vals = r.amplitude * (1 + 0.2 * rng.standard_normal((c1 - c0, nsamples)))

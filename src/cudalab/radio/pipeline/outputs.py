@@ -5,7 +5,8 @@
     config.toml        the resolved SearchConfig (``--config`` reads it back)
     manifest.json      kind ``radio-search``, the searched file, environment fingerprint, command line
     summary.json       candidates, giants, the brightest candidate, wall time, real-time factor
-    candidates.csv     every candidate (and heimdall's .cand); FETCH cutouts in cands/*.h5
+    candidates.csv     every candidate (and heimdall's .cand), with the classifier's probability when one
+                       scored them, most likely real first; FETCH cutouts in cands/*.h5
     rfi_mask.json      channels masked at least once
     search.json        the search's own record: header, plan, memory bound, stage times
     report.html        the visual report, with plots/
@@ -17,10 +18,12 @@ renamed into place, so it appears complete or not at all (:func:`cudalab.runs.ru
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import time
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from cudalab._io import atomic_write_json
@@ -28,7 +31,10 @@ from cudalab.errors import CudalabError
 from cudalab.radio.io.observation import open_observation
 from cudalab.radio.pipeline.config import SearchConfig
 from cudalab.radio.pipeline.search import Progress, SearchResult, search_file
-from cudalab.radio.single_pulse.candidates import write_candidates
+
+if TYPE_CHECKING:
+    from cudalab.radio.classify.score import Classifier
+from cudalab.radio.single_pulse.candidates import ranked, write_candidates
 from cudalab.runs.rundir import MANIFEST, RunDir, check_output_dir, now, staged
 
 KIND = "radio-search"
@@ -65,6 +71,7 @@ def search_summary(result: SearchResult) -> dict[str, Any]:
         "realtime_factor": round(result.realtime_factor, 4),
         "device": result.device,
         "kernel": result.kernel,
+        "classifier": result.classification,
         "headline": {
             "metric": "candidates",
             "value": len(result.candidates),
@@ -93,8 +100,11 @@ def run_search(
 
     out = Path(out_dir)
     check_out_dir(out)
+    classifier = resolve_classifier(cfg)  # a bad classifier file fails before the search
     started = now()
     result = search_file(path, cfg, progress)
+    if classifier is not None and not result.header.is_time_series:
+        classify_result(result, path, classifier, progress)
     with staged(out, owned=OWNED) as stage:
         run = RunDir(stage)
         run.start(
@@ -113,7 +123,7 @@ def run_search(
         cutouts: dict[int, Cutout] = {}
         series_cuts: dict[int, SeriesCutout] = {}
         if not result.header.is_time_series:
-            top = result.candidates[: cfg.cutouts]
+            top = result.candidates[: cfg.cutouts]  # the most likely real when classified
             for i, cand in enumerate(top):
                 cut = make_cutout(obs, cand, k_dm=cfg.k_dm, rfi=cfg.rfi, device=device)
                 cand_id = f"cand_{i:04d}_t{cand.time_s:.4f}_dm{cand.dm:.1f}_snr{cand.snr:.1f}"
@@ -152,6 +162,7 @@ def run_search(
                 "realtime_factor": result.realtime_factor,
                 "stages_s": result.stages,
                 "cpu_threads": result.cpu_threads,
+                "classifier": result.classification,
                 "giants": len(result.giants),
                 "candidates": len(result.candidates),
                 "nonfinite_samples": result.nonfinite_samples,
@@ -163,3 +174,60 @@ def run_search(
         write_report(stage, result, {**cutouts, **series_cuts}, truth=truth)
         run.finish(search_summary(result))
     return result
+
+
+#: Candidates cut out and scored at once by ``--classify`` (bounded memory: planes, not cutouts, are kept).
+CLASSIFY_BATCH = 256
+
+
+def resolve_classifier(cfg: SearchConfig) -> Classifier | None:
+    """The classifier ``cfg`` asks for (None when ``classify`` is off, or ``auto`` without one)."""
+    from cudalab.env.device import resolve_device
+    from cudalab.radio.classify.score import default_classifier_available, load_classifier
+
+    if cfg.classify == "off":
+        return None
+    if cfg.classify == "auto" and not cfg.classifier and not default_classifier_available():
+        return None
+    device, _ = resolve_device(cfg.device)
+    try:
+        return load_classifier(cfg.classifier or None, device)
+    except ValueError as exc:
+        raise CudalabError(f"--classifier {exc}") from None
+
+
+def classify_result(
+    result: SearchResult, path: str | Path, clf: Classifier, progress: Progress | None = None
+) -> None:
+    """Score every candidate of ``result`` (cut out in batches, scored in batches), rank them by the
+    probability and keep those at ``min_prob`` or above; record what was done in ``result``."""
+    from cudalab.radio.classify.data import planes
+    from cudalab.radio.single_pulse.cutouts import make_cutout
+
+    t0 = time.perf_counter()
+    cfg = result.config
+    obs = open_observation(path)
+    cands = result.candidates
+    probs: list[float] = []
+    for start in range(0, len(cands), CLASSIFY_BATCH):
+        chunk = cands[start : start + CLASSIFY_BATCH]
+        x = []
+        for c in chunk:
+            cut = make_cutout(obs, c, k_dm=cfg.k_dm, rfi=cfg.rfi, device=clf.device)
+            x.append(planes(cut.freq_time.T, cut.dm_time, clf.size))
+            if progress is not None:
+                progress("classify", start + len(x), len(cands))
+        probs.extend(float(p) for p in clf.score_planes(np.stack(x)))
+    scored = ranked([replace(c, prob=p) for c, p in zip(cands, probs, strict=True)])
+    floor = clf.threshold if cfg.min_prob == -1.0 else cfg.min_prob
+    result.scored = scored
+    result.candidates = [c for c in scored if c.prob >= floor]
+    result.classification = {
+        "file": str(clf.path) if clf.path else None,
+        "model": clf.name,
+        "threshold": clf.threshold,
+        "min_prob": floor,
+        "scored": len(scored),
+        "removed": len(scored) - len(result.candidates),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }

@@ -125,6 +125,11 @@ class SearchResult:
     seconds: float
     stages: dict[str, float]
     config: SearchConfig
+    classification: dict[str, Any] | None = None
+    """Set by :func:`cudalab.radio.pipeline.outputs.run_search` when a classifier scored the
+    candidates: its file, name, threshold, the ``min_prob`` applied, how many it removed, seconds."""
+    scored: list[Candidate] | None = None
+    """Every candidate with its probability, those removed by ``min_prob`` included."""
 
     @property
     def realtime_factor(self) -> float:

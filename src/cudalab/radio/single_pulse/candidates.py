@@ -52,6 +52,9 @@ class Candidate:
         Topocentric MJD of ``time_s`` (at the top channel).
     fref_mhz
         The reference frequency of ``time_s`` (the top channel's centre).
+    prob
+        The classifier's probability that the candidate is real (:mod:`cudalab.radio.classify`);
+        NaN when not classified.
     """
 
     snr: float
@@ -70,6 +73,7 @@ class Candidate:
     end_sample: int
     mjd: float
     fref_mhz: float
+    prob: float = math.nan
 
 
 CSV_COLUMNS = tuple(f.name for f in fields(Candidate))
@@ -135,11 +139,18 @@ def to_cand(cands: Sequence[Candidate]) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
+def ranked(cands: Sequence[Candidate]) -> list[Candidate]:
+    """Most likely real first when classified (by probability, then S/N), else brightest first."""
+    return sorted(
+        cands, key=lambda c: (math.isnan(c.prob), -c.prob if not math.isnan(c.prob) else 0.0, -c.snr)
+    )
+
+
 def write_candidates(
     out_dir: Path, cands: Sequence[Candidate], stem: str = "candidates"
 ) -> tuple[Path, Path]:
-    """Write ``stem.csv`` and ``stem.cand`` atomically, sorted by S/N (brightest first)."""
-    ordered = sorted(cands, key=lambda c: -c.snr)
+    """Write ``stem.csv`` and ``stem.cand`` atomically, in :func:`ranked` order."""
+    ordered = ranked(cands)
     return (
         atomic_write_text(out_dir / f"{stem}.csv", to_csv(ordered)),
         atomic_write_text(out_dir / f"{stem}.cand", to_cand(ordered)),
@@ -147,7 +158,7 @@ def write_candidates(
 
 
 #: Columns that files written before them lack, and what they read as there.
-OPTIONAL = {"dm_err": math.nan}
+OPTIONAL = {"dm_err": math.nan, "prob": math.nan}
 
 
 def read_candidates(path: str | Path) -> list[Candidate]:

@@ -1,0 +1,264 @@
+"""The classifier end to end on the CPU: a training set made by the search and labelled by the truth,
+training through the engine (one process and two under torchrun), export with a model card, scoring
+FETCH files, and ``radio search --classify``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from cudalab.cli import main
+from cudalab.errors import ExitCode
+from cudalab.radio.classify.dataset import DatasetConfig, build_dataset, read_index, recipe
+from cudalab.radio.classify.score import DEFAULT_WEIGHTS, load_classifier
+from cudalab.radio.constants import DM_CONSTANT
+from tests.radio.test_classify_parts import write_yours
+
+REPO = Path(__file__).resolve().parents[2]
+#: A small set: 128 channels, DM 20-300, a third of the observations on a held-out background.
+SMALL = ["--set", "nchans=128", "--set", "nchans_p=1.0", "--set", "dm_range=20,300", "--set", "snr_range=6,30",
+         "--set", "split_every=3", "--set", "max_candidates=12", "--set", "holdout_fraction=0.3",
+         "--set", "background_fraction=0"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    out = tmp_path_factory.mktemp("classify") / "set"
+    holdout = shared_data / "radio" / "ascending_noise.fil"
+    rc = main(
+        [
+            "radio",
+            "dataset",
+            str(out),
+            "--observations",
+            "6",
+            "--seed",
+            "4",
+            "--holdout",
+            str(holdout),
+            *SMALL,
+        ]
+    )
+    assert rc == ExitCode.OK
+    return out
+
+
+def _cfg(shared_data: Path, observations: int) -> DatasetConfig:
+    return DatasetConfig(
+        observations=observations, seed=4, holdout=(str(shared_data / "radio" / "ascending_noise.fil"),),
+        nchans=(128,), nchans_p=(1.0,), dm_range=(20.0, 300.0), snr_range=(6.0, 30.0), split_every=3,
+        max_candidates=12, holdout_fraction=0.3, background_fraction=0.0,
+    )  # fmt: skip
+
+
+def test_the_set_is_labelled_by_the_truth_and_split_by_observation(dataset: Path, shared_data: Path) -> None:
+    meta = json.loads((dataset / "dataset.json").read_text())
+    rows = list(csv.DictReader((dataset / "candidates.csv").open()))
+    assert meta["candidates"] == len(rows) > 10
+    entries = read_index(dataset)
+    assert {e.split for e in entries} == {"train", "val", "test"}
+    for obs in {e.observation for e in entries}:  # an observation lies in one split
+        assert len({e.split for e in entries if e.observation == obs}) == 1
+    assert all(e.split == "test" for e in entries if e.background == "ascending_noise.fil")
+    assert any(e.background == "ascending_noise.fil" for e in entries)
+    assert {e.label for e in entries} >= {0, 1}
+    for e, row in zip(entries, rows, strict=True):
+        with h5py.File(e.path) as f:
+            assert f.attrs["label"] == e.label
+            assert f["data_freq_time"].shape == f["data_dm_time"].shape == (256, 256)
+            assert f["data_freq_time"].dtype == np.float16
+        if e.label == 1:  # a DM error that smears the pulse by at most twice the widest pulse's width
+            assert e.kind in ("burst", "pulsar")
+            smear_s = abs(e.dm - float(row["truth_dm"])) * DM_CONSTANT * (1200.0**-2 - 1500.0**-2)
+            assert smear_s <= 4 * 30e-3 or abs(e.dm - float(row["truth_dm"])) <= 0.1 * float(row["truth_dm"])
+        else:
+            assert e.kind in ("rfi", "rfi?", "noise", "ambiguous") and (e.label == -1) == (
+                e.kind == "ambiguous"
+            )
+    # every injected burst the search found bright enough (S/N >= 10) is labelled real
+    bright = [e for e in entries if e.label == 1 and e.snr >= 10]
+    assert bright
+
+
+def test_a_set_is_reproducible_from_its_seed_observation_by_observation(
+    dataset: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    cfg = _cfg(shared_data, 6)
+    assert recipe(cfg, 2) == recipe(cfg, 2) and recipe(cfg, 2) != recipe(cfg, 1)
+    # the first two observations of the same seed: the same rows as in the larger set
+    build_dataset(replace(cfg, observations=2), tmp_path / "two")
+    two = list(csv.DictReader((tmp_path / "two" / "candidates.csv").open()))
+    six = [r for r in csv.DictReader((dataset / "candidates.csv").open()) if int(r["observation"]) < 2]
+    assert two == six
+
+
+def test_bad_dataset_arguments_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "mine.txt").write_text("x")
+    cases = [
+        (["radio", "dataset", str(tmp_path / "other")], "not a cudalab output"),
+        (["radio", "dataset", str(tmp_path / "d"), "--holdout", str(tmp_path / "none.fil")], "none.fil"),
+        (["radio", "dataset", str(tmp_path / "d"), "--set", "snr_range=9,3"], "snr_range"),
+        (
+            ["train", "radio-classifier", "--data", str(tmp_path / "other"), "--runs", str(tmp_path)],
+            "not a radio dataset",
+        ),
+    ]
+    for argv, fault in cases:
+        assert main(argv) == ExitCode.USAGE
+        err = capsys.readouterr().err
+        assert fault in err and "Traceback" not in err, err
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.fixture(scope="module")
+def trained(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A classifier trained 4 epochs on the small set, exported with its card."""
+    runs = tmp_path_factory.mktemp("runs")
+    argv = ["train", "radio-classifier", "--data", str(dataset), "--epochs", "4", "--runs", str(runs),
+            "--run-id", "one", "--device", "cpu", "--no-progress", "--set", "data.batch_size=8"]  # fmt: skip
+    assert main(argv) == ExitCode.OK
+    out = runs / "export" / "small.pt"
+    assert (
+        main(["radio", "export-classifier", str(runs / "radio-classifier" / "one"), "--out", str(out)])
+        == ExitCode.OK
+    )
+    return out
+
+
+def test_training_runs_through_the_engine_and_exports_a_card(trained: Path) -> None:
+    run = trained.parents[1] / "radio-classifier" / "one"
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["kind"] == "radio-classifier"
+    metrics = [json.loads(line) for line in (run / "seed-0" / "metrics.jsonl").read_text().splitlines()]
+    evals = [m for m in metrics if "eval/val_ap" in m]
+    assert len(evals) == 4 and all(0.0 <= m["eval/val_ap"] <= 1.0 for m in evals)
+    card = json.loads(trained.with_suffix(".card.json").read_text())
+    assert 0.0 < card["threshold"] <= 0.5 and card["test"]["candidates"] > 0
+    assert (
+        card["dataset"]["recipe"]["seed"] == 4 and card["training"]["command"]
+    )  # (in-process: pytest's argv)
+    import hashlib
+
+    assert card["sha256"] == hashlib.sha256(trained.read_bytes()).hexdigest()
+    md = (trained.parent / "MODEL_CARD.md").read_text()
+    assert card["sha256"] in md and "Held-out test split" in md
+    clf = load_classifier(trained)
+    assert clf.threshold == card["threshold"] and clf.size == 64
+
+
+def test_classify_scores_our_files_and_yours(trained: Path, dataset: Path, tmp_path: Path) -> None:
+    ours = sorted((dataset / "cands").glob("*.h5"))[:5]
+    rng = np.random.default_rng(0)
+    yours = write_yours(tmp_path / "yours.h5", rng.normal(size=(256, 256)), rng.normal(size=(256, 256)))
+    out = tmp_path / "scores.csv"
+    rc = main(["radio", "classify", *map(str, ours), str(yours), "--classifier", str(trained), "--out", str(out),
+               "--device", "cpu"])  # fmt: skip
+    assert rc == ExitCode.OK
+    rows = list(csv.DictReader(out.open()))
+    assert [Path(r["file"]).name for r in rows] == [p.name for p in ours] + ["yours.h5"]
+    clf = load_classifier(trained)
+    want = clf.score_files([*ours, yours])
+    np.testing.assert_allclose([float(r["prob"]) for r in rows], want, rtol=1e-5)
+    assert all(0.0 <= float(r["prob"]) <= 1.0 for r in rows)
+
+
+def test_a_file_that_is_not_a_classifier_is_refused(
+    tmp_path: Path, shared_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = shared_data / "radio" / "ascending_noise.fil"
+    bad = tmp_path / "bad.pt"
+    torch.save({"format": "something else"}, bad)
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    for f, fault in (
+        (bad, "not a cudalab radio classifier"),
+        (tmp_path / "junk.pt", "not a classifier file"),
+    ):
+        with pytest.raises(ValueError, match=fault):
+            load_classifier(f)
+        argv = ["radio", "search", str(data), "--classifier", str(f), "--out", str(tmp_path / "s")]
+        assert main(argv) == ExitCode.USAGE
+        assert fault in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_search_classify_ranks_filters_and_reports(trained: Path, tmp_path: Path) -> None:
+    from cudalab.radio.simulate import demo_config, simulate
+
+    fil = tmp_path / "demo.fil"
+    simulate(replace(demo_config(), duration_s=4.0).with_nchans(128), fil)
+    out = tmp_path / "search"
+    clf = load_classifier(trained)
+    rc = main(["radio", "search", str(fil), "--out", str(out), "--classifier", str(trained), "--min-prob", "auto",
+               "--device", "cpu", "--dm-max", "700"])  # fmt: skip
+    assert rc == ExitCode.OK
+    rows = list(csv.DictReader((out / "candidates.csv").open()))
+    probs = [float(r["prob"]) for r in rows]
+    assert probs == sorted(probs, reverse=True) and all(p >= clf.threshold for p in probs)
+    summary = json.loads((out / "summary.json").read_text())
+    cls = summary["classifier"]
+    assert cls["min_prob"] == clf.threshold and cls["scored"] - cls["removed"] == len(rows)
+    assert (out / "plots" / "score_time.png").stat().st_size > 10_000
+    assert "P(real)" in (out / "report.html").read_text()
+    for h5 in (out / "cands").glob("*.h5"):
+        with h5py.File(h5) as f:
+            assert 0.0 <= float(f.attrs["prob"]) <= 1.0
+    # --no-classify: the search alone, no probability
+    rc = main(
+        [
+            "radio",
+            "search",
+            str(fil),
+            "--out",
+            str(out),
+            "--no-classify",
+            "--device",
+            "cpu",
+            "--dm-max",
+            "700",
+        ]
+    )
+    assert rc == ExitCode.OK
+    assert "prob" in next(csv.DictReader((out / "candidates.csv").open()))
+    assert json.loads((out / "summary.json").read_text())["classifier"] is None
+
+
+def test_two_gloo_processes_under_torchrun(dataset: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO), *sys.path])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "cudalab",
+         "train", "radio-classifier", "--data", str(dataset), "--epochs", "2", "--runs", str(tmp_path), "--run-id",
+         "ddp", "--device", "cpu", "--no-progress", "--set", "data.batch_size=8"],
+        capture_output=True, text=True, env=env, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "radio-classifier" / "ddp"
+    assert json.loads((run / "manifest.json").read_text())["world_size"] == 2
+    summary = json.loads((run / "summary.json").read_text())
+    assert 0.0 <= summary["val_ap_mean"] <= 1.0
+    assert (run / "seed-0" / "checkpoints" / "best.pt").is_file()
+
+
+@pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="no classifier shipped in this checkout")
+def test_the_shipped_classifier_loads_offline_with_its_card() -> None:
+    import hashlib
+
+    clf = load_classifier()
+    card = json.loads(DEFAULT_WEIGHTS.with_suffix(".card.json").read_text())
+    assert card["sha256"] == hashlib.sha256(DEFAULT_WEIGHTS.read_bytes()).hexdigest()
+    assert clf.threshold == card["threshold"] and clf.name == card["model"]["name"]
+    assert DEFAULT_WEIGHTS.stat().st_size < 2_000_000  # small enough to live in the package
+    p = clf.score_planes(np.zeros((3, 2, clf.size, clf.size), dtype=np.float32))
+    assert p.shape == (3,) and np.all((p >= 0) & (p <= 1))
