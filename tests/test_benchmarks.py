@@ -112,3 +112,14 @@ def test_radio_search_quick_compares_methods_in_one_run() -> None:
         assert r["kernel"] == "torch" and r["peak_device_gb"] is None and r["memory_bound_gb"] > 0
     assert by_method["subband"]["adds_per_s_of_data"] < by_method["direct"]["adds_per_s_of_data"]
     assert by_method["direct"]["adds_per_s_of_data"] <= by_method["naive"]["adds_per_s_of_data"]
+
+
+def test_radio_classifier_quick_reports_recall_reduction_and_the_demo(tmp_path: Path) -> None:
+    records = _run("radio_classifier.py", "--quick", "--device", "cpu", "--out", str(tmp_path))
+    model = next(x for x in records if x["benchmark"] == "radio_classifier")
+    assert model["reference_recall_snr_ge_10"] == 0.99 and model["test_candidates"] > 0
+    assert model["candidates_per_s_256x256"] > 0
+    assert model["ratio_rate"] == pytest.approx(model["candidates_per_s_256x256"] / 20_000, rel=1e-3)
+    demo = next(x for x in records if x["benchmark"] == "radio_classifier_demo")
+    assert demo["bursts_found"] == 5 and 0 <= demo["bursts_kept"] <= 5 and demo["other_candidates"] > 0
+    assert (tmp_path / "radio_classifier.png").stat().st_size > 10_000

@@ -152,13 +152,15 @@ def test_the_demo_finds_what_it_found_before(tmp_path: Path) -> None:
     at DM > 5 from 6 to 4; every burst found, at the same DMs within their errors); and once more
     when wide pulses (width over sweep > 0.1) came to be refined without zero-DM, as the search's
     spared trials see them: two of the pulsar's pulses from S/N 9.8 and 3.6 to 12.7 and 6.2 (and the
-    refined candidates' dm_err then taken at their refined S/N)."""
-    assert main(["radio", "demo", "--out", str(tmp_path), "--device", "cpu"]) == ExitCode.OK
+    refined candidates' dm_err then taken at their refined S/N). The classifier (issue 15) is off
+    here (its probabilities are a network's, not the search's): the file gained a ``prob`` column,
+    empty (NaN) without it."""
+    assert main(["radio", "demo", "--out", str(tmp_path), "--device", "cpu", "--no-classify"]) == ExitCode.OK
     got = list(csv.DictReader((tmp_path / "search" / "candidates.csv").open()))
     want = list(csv.DictReader((REPO / "tests" / "golden" / "demo_candidates.csv").open()))
     assert len(got) == len(want) and got[0].keys() == want[0].keys()
     for g, w in zip(got, want, strict=True):
         for key in w:
-            assert float(g[key]) == pytest.approx(float(w[key]), rel=1e-6), (key, g, w)
+            assert float(g[key]) == pytest.approx(float(w[key]), rel=1e-6, nan_ok=True), (key, g, w)
     manifest = json.loads((tmp_path / "search" / "manifest.json").read_text())
     assert manifest["kind"] == "radio-search" and manifest["subject"] == "demo.fil"

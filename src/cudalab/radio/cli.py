@@ -379,16 +379,23 @@ def demo(
         DeviceChoice, typer.Option(help="auto (GPU when usable), cuda or cpu.")
     ] = DeviceChoice.auto,
     seed: Annotated[int, typer.Option(help="Simulation seed.")] = 7,
+    classify: Annotated[
+        bool | None,
+        typer.Option(
+            "--classify/--no-classify",
+            help="Score the candidates with the shipped classifier (default: on when shipped).",
+        ),
+    ] = None,
 ) -> None:
     """Simulate a realistic observation (bursts at several DMs and widths, a pulsar, RFI), search it, report."""
-    from cudalab.radio.evaluate import recovery
+    from cudalab.radio.evaluate import classifier_effect, recovery
     from cudalab.radio.pipeline.outputs import check_out_dir, run_search
     from cudalab.radio.simulate import demo_config
     from cudalab.radio.simulate import simulate as run_sim
 
     console = _console()
     data = out / "demo.fil"
-    cfg = _resolve_search_config(None, _search_flags(device=device), None)
+    cfg = _resolve_search_config(None, _search_flags(device=device, classify=classify), None)
     check_out_dir(out / "search")
     with _progress(console) as progress:
         task = progress.add_task("simulate", total=1)
@@ -402,6 +409,14 @@ def demo(
         f"injected bursts of S/N >= 10 recovered: {rec['recovered']}/{rec['injected']}; "
         f"candidates not matching an injected pulse at DM > 5: {rec['unmatched_dispersed']}"
     )
+    if result.classification is not None and result.scored is not None:
+        fx = classifier_effect(result.scored, truth, result.classification["threshold"])
+        b, o = fx["burst"], fx["other"]
+        console.print(
+            f"classifier at its threshold {fx['threshold']:.3g}: keeps {b['kept']}/{b['found']} bursts found and "
+            f"{fx['pulsar']['kept']}/{fx['pulsar']['found']} pulsar pulses, removes {o['removed']}/{o['candidates']} "
+            "candidates matching no injected pulse (the report ranks by it; --min-prob auto drops them)"
+        )
     raise typer.Exit(ExitCode.OK if rec["recovered"] == rec["injected"] else ExitCode.PROBLEM)
 
 

@@ -100,3 +100,27 @@ def recovery(
         "unmatched_dispersed": len(unmatched),
         "unmatched": [(c.snr, c.dm, c.time_s) for c in unmatched],
     }
+
+
+def classifier_effect(scored: Sequence[Candidate], truth: dict[str, Any], threshold: float) -> dict[str, Any]:
+    """What a classifier's threshold does to a search's candidates, judged by the truth: the injected
+    bursts (and pulsar pulses) found, and how many of them keep a candidate at ``threshold`` or above;
+    the candidates matching no injected pulse (RFI, noise, side lobes), and how many fall below it."""
+    sweep = _sweep_s_per_dm(truth)
+    out: dict[str, Any] = {"threshold": threshold}
+    for kind in ("burst", "pulsar"):
+        pulses = [p for p in truth.get("pulses", []) if p["kind"] == kind]
+        found = kept = 0
+        for p in pulses:
+            near = [c for c in scored if _associated(c, p, sweep)]
+            found += bool(near)
+            kept += any(c.prob >= threshold for c in near)
+        out[kind] = {"injected": len(pulses), "found": found, "kept": kept}
+    others = [c for c in scored if not any(_associated(c, p, sweep) for p in truth.get("pulses", []))]
+    removed = sum(c.prob < threshold for c in others)
+    out["other"] = {
+        "candidates": len(others),
+        "removed": removed,
+        "removed_fraction": removed / len(others) if others else None,
+    }
+    return out

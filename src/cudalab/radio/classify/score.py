@@ -185,6 +185,8 @@ def held_out_figures(clf: Classifier, root: str | Path, split: str = "test") -> 
         "threshold": clf.threshold,
         **classifier_metrics(prob, y, snr, clf.threshold),
         "recall_by_snr": snr_recall(prob, y, snr, clf.threshold),
+        # the bursts alone (the pulsar's single pulses are real too, and counted above)
+        "burst_recall_by_snr": snr_recall(prob, y * (np.array(s.kinds) == "burst"), snr, clf.threshold),
         "by_background": per_bg,
         "prob": prob,
         "y": y,
@@ -258,22 +260,30 @@ def export_classifier(
         "test": {k: v for k, v in test.items() if k not in ("prob", "y", "snr", "kinds")},
         "commit": _commit(),
     }
-    out = Path(out)
-    blob = {
-        "format": FORMAT,
-        "version": 1,
-        "model": {"name": cfg.model.name, "width": cfg.model.width, "dropout": cfg.model.dropout},
-        "size": cfg.data.size,
-        "threshold": clf.threshold,
-        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-        "card": json.dumps(card),
-    }
-    with atomic_open(out) as fh:
-        torch.save(blob, fh)
+    out = save_classifier(out, model, cfg.model, size=cfg.data.size, threshold=clf.threshold, card=card)
     card["sha256"] = sha256(out)
     atomic_write_json(out.with_suffix(".card.json"), card)
     atomic_write_text(out.parent / "MODEL_CARD.md", model_card_markdown(card, out.name))
     return card
+
+
+def save_classifier(
+    path: str | Path, model: nn.Module, shape: Any, *, size: int, threshold: float, card: dict[str, Any]
+) -> Path:
+    """Write a classifier file (atomically): ``model``'s weights, its ``shape`` (a config with
+    ``name``, ``width``, ``dropout``), input ``size``, ``threshold`` and ``card``."""
+    blob = {
+        "format": FORMAT,
+        "version": 1,
+        "model": {"name": shape.name, "width": shape.width, "dropout": shape.dropout},
+        "size": size,
+        "threshold": threshold,
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+        "card": json.dumps(card),
+    }
+    with atomic_open(path) as fh:
+        torch.save(blob, fh)
+    return Path(path)
 
 
 def _commit() -> str | None:
@@ -310,12 +320,16 @@ def model_card_markdown(card: dict[str, Any], filename: str) -> str:
         f"ROC AUC {t['auc']:.4f}, average precision {t['ap']:.4f}; at the threshold: recall {t['recall']:.4f}, "
         f"recall at search S/N >= 10 {t['recall_snr10']:.4f}, false candidates removed {t['reduction']:.4f}.",
         "",
-        "| search S/N | real candidates | recall |",
-        "|---|---|---|",
+        "| search S/N | real candidates | recall | of them bursts | recall |",
+        "|---|---|---|---|---|",
     ]
+
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else f"{v:.4f}"
+
     for k, v in t["recall_by_snr"].items():
-        recall = "-" if v["recall"] is None else f"{v['recall']:.4f}"
-        lines.append(f"| {k} | {v['n']} | {recall} |")
+        b = t["burst_recall_by_snr"][k]
+        lines.append(f"| {k} | {v['n']} | {fmt(v['recall'])} | {b['n']} | {fmt(b['recall'])} |")
     lines += [
         "",
         "| background | candidates | real | AP | recall | false removed |",
