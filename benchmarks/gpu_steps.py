@@ -69,6 +69,15 @@ STEPS: list[Step] = [
         shown=("method", "realtime_factor_search", "realtime_factor_dedisp", "recall", "peak_device_gb"),
     ),
     Step(
+        name="radio-classifier",
+        what="the candidate classifiers' scoring rate from two 256 x 256 planes, fp32 and bf16, against 20,000/s",
+        argv=("{python}", "benchmarks/radio_classifier.py", "--throughput"),
+        estimate_s=10,  # imports and CUDA start-up; the scoring itself is about 2 s
+        cap_s=40,
+        needs=(*CORE, "scipy", "h5py", "torchvision"),
+        shown=("model", "precision", "candidates_per_s_256x256", "ratio"),
+    ),
+    Step(
         name="doctor",
         what="cudalab doctor's wall time (smoke tests included) against a bare `import torch`",
         argv=("{python}", "benchmarks/doctor_latency.py", "--repeats", "3"),
@@ -106,5 +115,5 @@ STEPS: list[Step] = [
         data=("planetoid",),
         shown=("precision", "bare_step_ms", "engine_step_ms", "overhead_pct"),
     ),
-    # later workloads join here: classifier throughput, vision training and serving, protein MFU
+    # later workloads join here: vision training and serving, protein MFU
 ]

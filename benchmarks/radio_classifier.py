@@ -94,17 +94,19 @@ def train_one(
 
 
 @torch.no_grad()
-def throughput(clf: Classifier, batch: int = 512, repeats: int = 3) -> float:
+def throughput(clf: Classifier, batch: int = 512, repeats: int = 3, bf16: bool = False) -> float:
     """Candidates per second from two 256 x 256 planes: resized on the device to the model's input,
-    normalised per plane, scored."""
+    normalised per plane, scored (under bf16 autocast with ``bf16``)."""
     x = torch.randn(batch, 2, 256, 256, device=clf.device)
+    autocast = torch.autocast(clf.device.type, dtype=torch.bfloat16, enabled=bf16)
 
     def run() -> None:
         small = F.adaptive_avg_pool2d(x, clf.size)
         flat = small.flatten(2)
         med = flat.median(dim=2, keepdim=True).values
         norm = ((flat - med) / flat.std(dim=2, keepdim=True).clamp_min(1e-12)).view_as(small)
-        torch.sigmoid(clf.model(norm))
+        with autocast:
+            torch.sigmoid(clf.model(norm))
 
     run()  # warm-up
     if clf.device.type == "cuda":
@@ -115,6 +117,28 @@ def throughput(clf: Classifier, batch: int = 512, repeats: int = 3) -> float:
     if clf.device.type == "cuda":
         torch.cuda.synchronize()
     return batch * repeats / (time.perf_counter() - t0)
+
+
+def speed_only(models: list[str], device: str) -> None:
+    """Each model's candidates per second (fp32, and bf16 on a GPU) against the 20,000/s goal."""
+    from cudalab.radio.classify.models import build_model
+
+    dev = torch.device("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
+    for name in models:
+        clf = Classifier(build_model(name).to(dev).eval(), 64, 0.5, name, {}, dev)  # type: ignore[arg-type]
+        for bf16 in (False, True) if dev.type == "cuda" else (False,):
+            rate = throughput(clf, repeats=10 if dev.type == "cuda" else 2, bf16=bf16)
+            emit(
+                {
+                    "benchmark": "radio_classifier_throughput",
+                    "model": name,
+                    "device": str(dev),
+                    "precision": "bf16" if bf16 else "fp32",
+                    "candidates_per_s_256x256": round(rate, 1),
+                    "reference_gpu_rate": GOAL_GPU_RATE,
+                    "ratio": round(rate / GOAL_GPU_RATE, 4),
+                }
+            )
 
 
 def demo_figures(weights: Path, device: str) -> dict[str, Any]:
@@ -196,7 +220,15 @@ def main() -> None:
         "--weights", type=Path, default=None, help="The demo's classifier (default: the first trained)."
     )
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument(
+        "--throughput",
+        action="store_true",
+        help="Only each model's scoring rate (untrained weights: speed only).",
+    )
     args = ap.parse_args()
+    if args.throughput:
+        speed_only(args.models.split(","), args.device)
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="radio-classifier-bench-"))
     if args.quick:

@@ -41,7 +41,7 @@ def test_the_plan_fits_the_budget_on_an_h100_by_its_estimates() -> None:
         text=True,
         check=True,
     ).stdout
-    assert "estimated total 470 s of 480 s" in out
+    assert "estimated total 480 s of 480 s" in out
     for s in STEPS:
         assert f"- {s.name}: ~{s.estimate_s:.0f} s (cap {s.cap_s:.0f} s)" in out
     assert "over budget" not in out

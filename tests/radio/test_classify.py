@@ -95,8 +95,10 @@ def test_a_set_is_reproducible_from_its_seed_observation_by_observation(
 ) -> None:
     cfg = _cfg(shared_data, 6)
     assert recipe(cfg, 2) == recipe(cfg, 2) and recipe(cfg, 2) != recipe(cfg, 1)
-    # the first two observations of the same seed: the same rows as in the larger set
-    build_dataset(replace(cfg, observations=2), tmp_path / "two")
+    # the first two observations of the same seed, built by two worker processes: the same rows as in
+    # the larger set built by one
+    meta = build_dataset(replace(cfg, observations=2), tmp_path / "two", workers=2)
+    assert meta["workers"] == 2
     two = list(csv.DictReader((tmp_path / "two" / "candidates.csv").open()))
     six = [r for r in csv.DictReader((dataset / "candidates.csv").open()) if int(r["observation"]) < 2]
     assert two == six

@@ -439,6 +439,10 @@ def dataset(
         typer.Option("--holdout", help="Real noise for test observations only (repeatable)."),
     ] = None,
     device: Annotated[DeviceChoice, typer.Option(help="Where the searches run.")] = DeviceChoice.cpu,
+    workers: Annotated[
+        int,
+        typer.Option(help="Processes building observations at once (the set is the same for any number)."),
+    ] = 1,
     overrides: SetOption = None,
 ) -> None:
     """Build a classifier training set: simulate observations, search them, cut out every candidate in
@@ -488,9 +492,10 @@ def dataset(
                     lambda d, t, c: progress.update(
                         task, completed=d, description=f"{sum(c.values())} cands"
                     ),
+                    workers=workers,
                 )
         else:
-            meta = build_dataset(cfg, out, line)
+            meta = build_dataset(cfg, out, line, workers=workers)
     except ValueError as exc:
         raise CudalabError(str(exc)) from None
     table = Table(title=f"{out}: {meta['candidates']} candidates in {meta['seconds']:.0f} s")

@@ -38,6 +38,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import tempfile
 import time
 from collections import Counter
@@ -334,70 +335,120 @@ def label_candidate(c: Candidate, truth: dict[str, Any], header: Header, k_dm: f
 Progress = Callable[[int, int, dict[str, int]], None]
 
 
-def build_dataset(cfg: DatasetConfig, out: str | Path, progress: Progress | None = None) -> dict[str, Any]:
-    """Build the set ``cfg`` into ``out`` (see the module); return ``dataset.json``'s content.
-
-    The folder appears complete or not at all; a folder holding something other than a previous set
-    is refused before any work.
-    """
-    from cudalab.radio.io.observation import open_observation
+def _search_config(device: Literal["cpu", "cuda"]) -> Any:
     from cudalab.radio.pipeline.config import default_config
+
+    return replace(default_config(), device=device, cutouts=0, report_top=0)
+
+
+def build_observation(
+    cfg: DatasetConfig, i: int, cands_dir: Path, tmp: Path, device: Literal["cpu", "cuda"]
+) -> list[dict[str, Any]]:
+    """Simulate, search and cut out observation ``i`` of the set ``cfg``: its FETCH files written into
+    ``cands_dir``, its rows returned (a pure function of ``cfg`` and ``i``: any worker may do it)."""
+    from cudalab.radio.io.observation import open_observation
     from cudalab.radio.pipeline.search import search_file
     from cudalab.radio.simulate import simulate
     from cudalab.radio.single_pulse.cutouts import make_cutout, write_fetch_h5
+
+    search_cfg = _search_config(device)
+    rec = recipe(cfg, i)
+    fil = tmp / f"obs{i:05d}.fil"
+    rows = []
+    try:
+        truth = simulate(rec.sim, fil)
+        result = search_file(fil, replace(search_cfg, dm_max=rec.dm_max))
+        obs = open_observation(fil)
+        for j, cand in enumerate(result.candidates[: cfg.max_candidates]):
+            lab = label_candidate(cand, truth, result.header, cfg.k_dm)
+            cut = make_cutout(
+                obs, cand, k_dm=search_cfg.k_dm, rfi=search_cfg.rfi, device=torch.device(device)
+            )
+            name = f"{i:05d}_{j:03d}.h5"
+            write_fetch_h5(
+                cands_dir / name, cut, cand, result.header, name[:-3], label=lab.label, compact=True
+            )
+            rows.append(
+                {
+                    "file": f"cands/{name}",
+                    "split": rec.split,
+                    "label": lab.label,
+                    "kind": lab.kind,
+                    "observation": i,
+                    "snr": cand.snr,
+                    "dm": cand.dm,
+                    "time_s": cand.time_s,
+                    "width_s": cand.width_s,
+                    "truth_snr": lab.truth_snr,
+                    "truth_dm": lab.truth_dm,
+                    "background": Path(rec.background).name if rec.background else "synthetic",
+                }
+            )
+    finally:
+        for p in tmp.glob(f"{fil.stem}*"):
+            p.unlink()
+    return rows
+
+
+def _worker_init(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def build_dataset(
+    cfg: DatasetConfig, out: str | Path, progress: Progress | None = None, *, workers: int = 1
+) -> dict[str, Any]:
+    """Build the set ``cfg`` into ``out`` (see the module); return ``dataset.json``'s content.
+
+    ``workers`` processes build observations at once (each a pure function of the recipe and its
+    index, so the set is the same whatever their number; on a CPU each worker's searches share the
+    cores with the others'). The folder appears complete or not at all; a folder holding something
+    other than a previous set is refused before any work.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
     from cudalab.runs.rundir import staged
 
     out = Path(out)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, not {workers}")
     for f in (*cfg.backgrounds, *cfg.holdout):
         if not Path(f).is_file():
             raise ValueError(f"{f}: background file not found")
     started = time.perf_counter()
-    rows: list[dict[str, Any]] = []
+    per_obs: dict[int, list[dict[str, Any]]] = {}
     counts: Counter[str] = Counter()
-    device = torch.device(
-        cfg.device if cfg.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
-    )
-    search_cfg = replace(
-        default_config(), device="cuda" if device.type == "cuda" else "cpu", cutouts=0, report_top=0
-    )
+    want = cfg.device if cfg.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
+    device: Literal["cpu", "cuda"] = "cuda" if want == "cuda" else "cpu"
     with staged(out, owned=OWNED) as stage, tempfile.TemporaryDirectory(prefix="cudalab-dataset-") as tmp:
         (stage / "cands").mkdir()
-        for i in range(cfg.observations):
-            rec = recipe(cfg, i)
-            fil = Path(tmp) / f"obs{i:05d}.fil"
-            truth = simulate(rec.sim, fil)
-            result = search_file(fil, replace(search_cfg, dm_max=rec.dm_max))
-            obs = open_observation(fil)
-            for j, cand in enumerate(result.candidates[: cfg.max_candidates]):
-                lab = label_candidate(cand, truth, result.header, cfg.k_dm)
-                cut = make_cutout(obs, cand, k_dm=search_cfg.k_dm, rfi=search_cfg.rfi, device=device)
-                name = f"{i:05d}_{j:03d}.h5"
-                write_fetch_h5(
-                    stage / "cands" / name, cut, cand, result.header, name[:-3], label=lab.label, compact=True
-                )
-                rows.append(
-                    {
-                        "file": f"cands/{name}",
-                        "split": rec.split,
-                        "label": lab.label,
-                        "kind": lab.kind,
-                        "observation": i,
-                        "snr": cand.snr,
-                        "dm": cand.dm,
-                        "time_s": cand.time_s,
-                        "width_s": cand.width_s,
-                        "truth_snr": lab.truth_snr,
-                        "truth_dm": lab.truth_dm,
-                        "background": Path(rec.background).name if rec.background else "synthetic",
-                    }
-                )
-                counts[f"{rec.split}/{lab.kind}"] += 1
-            for p in fil.parent.glob(f"{fil.stem}*"):
-                p.unlink()
+
+        def done(i: int, rows: list[dict[str, Any]]) -> None:
+            per_obs[i] = rows
+            counts.update(f"{r['split']}/{r['kind']}" for r in rows)
             if progress is not None:
-                progress(i + 1, cfg.observations, dict(counts))
-        text = _csv(rows)
-        atomic_write_text(stage / "candidates.csv", text)
+                progress(len(per_obs), cfg.observations, dict(counts))
+
+        if workers == 1:
+            for i in range(cfg.observations):
+                done(i, build_observation(cfg, i, stage / "cands", Path(tmp), device))
+        else:
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            # spawn: a forked torch (threads, CUDA) is not safe to use in the child
+            ctx = get_context("spawn")
+            with ProcessPoolExecutor(
+                workers, mp_context=ctx, initializer=_worker_init, initargs=(threads,)
+            ) as pool:
+                futures = {
+                    pool.submit(build_observation, cfg, i, stage / "cands", Path(tmp), device): i
+                    for i in range(cfg.observations)
+                }
+                from concurrent.futures import as_completed
+
+                for fut in as_completed(futures):
+                    done(futures[fut], fut.result())
+        rows = [r for i in sorted(per_obs) for r in per_obs[i]]
+        atomic_write_text(stage / "candidates.csv", _csv(rows))
         meta = {
             "format": "cudalab-radio-dataset",
             "version": 1,
@@ -405,7 +456,8 @@ def build_dataset(cfg: DatasetConfig, out: str | Path, progress: Progress | None
             "candidates": len(rows),
             "counts": _counts(rows),
             "seconds": round(time.perf_counter() - started, 1),
-            "search": {"snr_threshold": search_cfg.snr_threshold, "device": device.type},
+            "workers": workers,
+            "search": {"snr_threshold": _search_config(device).snr_threshold, "device": device},
             "labels": {
                 "1": "burst or pulsar single pulse",
                 "0": "RFI or noise",

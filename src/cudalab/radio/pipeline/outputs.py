@@ -31,11 +31,11 @@ from cudalab.errors import CudalabError
 from cudalab.radio.io.observation import open_observation
 from cudalab.radio.pipeline.config import SearchConfig
 from cudalab.radio.pipeline.search import Progress, SearchResult, search_file
+from cudalab.radio.single_pulse.candidates import ranked, write_candidates
+from cudalab.runs.rundir import MANIFEST, RunDir, check_output_dir, now, staged
 
 if TYPE_CHECKING:
     from cudalab.radio.classify.score import Classifier
-from cudalab.radio.single_pulse.candidates import ranked, write_candidates
-from cudalab.runs.rundir import MANIFEST, RunDir, check_output_dir, now, staged
 
 KIND = "radio-search"
 #: The files that mark a folder as a previous search's, which a new search may replace.
