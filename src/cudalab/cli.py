@@ -219,6 +219,9 @@ def _add_workloads() -> None:
         pass
     else:
         add_workload("radio-classifier", radio_classifier)
+    from cudalab.protein.cli import protein
+
+    add_workload("protein", protein)
     app.add_typer(train_app, name="train")
 
     from cudalab.runs.cli import app as runs_app

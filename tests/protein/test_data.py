@@ -99,6 +99,7 @@ def test_batches_hold_every_sequence_once_within_the_budget() -> None:
     batches = b.batches(0)
     seen = np.concatenate(batches)
     assert sorted(seen.tolist()) == list(range(1000))
+    assert all(len(b.batches(e)) == len(batches) == len(b) for e in range(5))  # a known epoch length
     for idx in batches:
         assert lengths[idx].max() * len(idx) <= 2048
     padded = sum(lengths[idx].max() * len(idx) for idx in batches)

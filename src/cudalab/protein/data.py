@@ -196,7 +196,7 @@ class TokenBatches:
     Per epoch: the sequences are shuffled, cut into windows of ``bucket`` batches' worth, sorted by
     length within a window (so a batch pads little but every epoch mixes differently), packed
     greedily into batches within the budget, and the batches shuffled. Rank ``r`` of ``W`` takes
-    batches ``r, r + W, ...``; every rank gets the same count (the last few are dropped).
+    batches ``r, r + W, ...``; every rank gets the same count, and every epoch (see :meth:`batches`).
     """
 
     def __init__(
@@ -214,16 +214,21 @@ class TokenBatches:
             raise ValueError(
                 f"token budget {budget} is below the longest (cropped) sequence, {self.lengths.max()}"
             )
-        self.budget, self.seed, self.rank, self.world_size, self.bucket = (
-            budget,
-            seed,
-            rank,
-            world_size,
-            bucket,
-        )
+        self.budget, self.seed, self.bucket = budget, seed, bucket
+        self.rank, self.world_size = rank, world_size
+        self.per_rank = len(self._pack(0)) // world_size
 
     def batches(self, epoch: int) -> list[NDArray[np.int64]]:
-        """Every rank's batches of ``epoch`` (index arrays), in order, before the split over ranks."""
+        """Every rank's batches of ``epoch`` (index arrays), in order, before the split over ranks:
+        the same number every epoch (epoch 0's; packing another epoch may give a few more, dropped
+        at random, or fewer, made up from its first batches again), so that an epoch's length is known."""
+        out = self._pack(epoch)
+        target = self.per_rank * self.world_size
+        while len(out) < target:
+            out = out + out[: target - len(out)]
+        return out[:target]
+
+    def _pack(self, epoch: int) -> list[NDArray[np.int64]]:
         rng = epoch_rng(self.seed, epoch, 0)
         order = rng.permutation(len(self.lengths))
         mean = max(1.0, float(self.lengths.mean())) if len(self.lengths) else 1.0
@@ -242,12 +247,11 @@ class TokenBatches:
             if start < len(chunk):
                 out.append(chunk[start:])
         perm = rng.permutation(len(out))
-        keep = len(out) - len(out) % self.world_size
-        return [out[j] for j in perm[:keep]]
+        return [out[j] for j in perm]
 
     def __len__(self) -> int:
-        """Batches per rank in epoch 0 (epochs differ by a few; :meth:`epoch` says exactly)."""
-        return len(self.batches(0)) // self.world_size
+        """Batches per rank, in every epoch."""
+        return self.per_rank
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[NDArray[np.int64]]:
         """This rank's batches of ``epoch`` from its batch ``start`` on."""

@@ -29,7 +29,9 @@ class Task(Protocol):
     returns named numbers (``val_acc``, ``val_loss``, ...): the early-stop metric is one of them.
 
     Optional: ``batch_size(batch) -> int``, the examples in a micro-batch, for a throughput in
-    examples per second in the log.
+    examples per second in the log; ``interval_metrics(mean_loss, items, seconds) -> dict``, figures
+    of the last log interval (``items`` examples over all ranks in ``seconds`` of training) logged
+    beside the loss as ``train/<name>`` (a language model's perplexity, tokens/s, MFU).
     """
 
     def setup(self, device: torch.device, info: DistInfo, seed: int) -> None: ...

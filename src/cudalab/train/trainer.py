@@ -132,6 +132,7 @@ class Trainer:
         self.ddp: nn.parallel.DistributedDataParallel | None = None
         self.autocast: Any = contextlib.nullcontext()
         self._items = 0
+        self._logged_at = 0.0  # train_time_s at the last log line
         self._resumed_loss = 0.0
         self._loss_sum = torch.zeros((), device=self.device)
 
@@ -165,6 +166,7 @@ class Trainer:
         if ck.get("scaler"):
             self.scaler.load_state_dict(ck["scaler"])
         self.state.load_state_dict(ck["trainer"])
+        self._logged_at = self.state.train_time_s
         sums = ck.get("loss_sums") or []
         self._resumed_loss = float(sums[self.info.rank]) if len(sums) == self.info.world_size else 0.0
         if len(sums) != self.info.world_size:
@@ -364,7 +366,13 @@ class Trainer:
                 "train/lr": self.scheduler.get_last_lr()[0],
                 "time_s": round(state.train_time_s, 3),
             }
-            self.sink.train(record, items=self._items * self.info.world_size)
+            items = self._items * self.info.world_size
+            extra = getattr(self.task, "interval_metrics", None)
+            if callable(extra):  # the task's own figures of the interval (perplexity, tokens/s, MFU)
+                seconds = max(state.train_time_s - self._logged_at, 1e-9)
+                record |= {f"train/{k}": float(v) for k, v in extra(mean_loss, items, seconds).items()}
+            self._logged_at = state.train_time_s
+            self.sink.train(record, items=items)
             self._items = 0
         if (
             (cfg.eval_every and state.step % cfg.eval_every == 0)
