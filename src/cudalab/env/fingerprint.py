@@ -144,3 +144,44 @@ def fingerprint(
         "packages_sha256": packages_hash(pkgs),
         **({"packages": pkgs} if packages else {}),
     }
+
+
+#: What a resumed run must find unchanged (:func:`drift`): (label, path into the fingerprint).
+DRIFT_KEYS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("python", ("python", "version")),
+    ("torch", ("torch", "version")),
+    ("CUDA", ("torch", "cuda")),
+    ("cuDNN", ("torch", "cudnn")),
+    ("NCCL", ("torch", "nccl")),
+    ("driver", ("driver", "version")),
+)
+
+
+def _at(d: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(d, Mapping):
+            return None
+        d = d.get(key)  # type: ignore[assignment]
+    return d
+
+
+def drift(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """What changed between two fingerprints among what a long run depends on: the Python, torch,
+    CUDA, cuDNN and NCCL versions as loaded, the driver, and the installed packages (named, with
+    their versions, when both fingerprints list them). One short phrase per change; [] when none."""
+    out = []
+    for label, path in DRIFT_KEYS:
+        a, b = _at(recorded, path), _at(current, path)
+        if a != b:
+            out.append(f"{label} {a} -> {b}")
+    if recorded.get("packages_sha256") != current.get("packages_sha256"):
+        old = dict(p.split("==", 1) for p in recorded.get("packages") or [] if "==" in p)
+        new = dict(p.split("==", 1) for p in current.get("packages") or [] if "==" in p)
+        if old and new:
+            changed = [f"{k} {old.get(k, '-')} -> {new.get(k, '-')}" for k in sorted(old.keys() | new.keys())
+                       if old.get(k) != new.get(k)]  # fmt: skip
+            shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+            out.append(f"packages: {shown}" if changed else "packages: the same versions, listed otherwise")
+        else:
+            out.append("packages: another set (sha256 differs)")
+    return out

@@ -38,6 +38,7 @@ def fit(
     resume: str = "auto",
     kind: str = "custom",
     console: Console | None = None,
+    allow_env_change: bool = False,
 ) -> ExperimentResult:
     """Train your task with the whole engine; return the run, its summary and the trained model.
 
@@ -53,6 +54,9 @@ def fit(
     runs, run_id, resume
         As ``--runs``, ``--run-id`` and ``--resume``: the same call again continues an unfinished
         run of the same config; a run id taken by another config is refused with the difference.
+    allow_env_change
+        As ``--allow-env-change``: resume even where torch, CUDA, cuDNN, NCCL, the driver or the
+        packages changed since the run last ran (recorded in its manifest); refused otherwise.
     kind
         The run's folder under ``runs`` (``custom``).
     console
@@ -89,6 +93,7 @@ def fit(
         run_id=run_id,
         resume=resume,  # checked against RESUMES above
         console=console,
+        allow_env_change=allow_env_change,
     )
 
 

@@ -53,6 +53,7 @@ class EngineArgs:
     runs: Path = Path("runs")
     run_id: str | None = None
     resume: str = "auto"
+    allow_env_change: bool = False
 
     def train_flags(self) -> dict[str, Any]:
         """The ``train`` section the flags set (only what was given, so a --config's values stand)."""
@@ -119,6 +120,16 @@ _ENGINE_OPTIONS: dict[str, tuple[Any, Any]] = {
             typer.Option("--resume", help="auto: continue the unfinished run of this config (or --run-id)."),
         ],
         ResumeChoice.auto,
+    ),
+    "allow_env_change": (
+        Annotated[
+            bool,
+            typer.Option(
+                "--allow-env-change",
+                help="Resume even if torch, CUDA, cuDNN, NCCL, the driver or the packages changed (recorded).",
+            ),
+        ],
+        False,
     ),
 }
 
@@ -193,6 +204,7 @@ def run_engine_command(
             run_id=engine.run_id,
             resume=engine.resume,  # type: ignore[arg-type]  # a ResumeChoice value
             console=console,
+            allow_env_change=engine.allow_env_change,
         )
     except ValueError as exc:
         raise CudalabError(str(exc)) from None

@@ -111,14 +111,21 @@ def run_experiment(
     resume: Resume = "auto",
     console: Console | None = None,
     info: DistInfo | None = None,
+    allow_env_change: bool = False,
 ) -> ExperimentResult:
-    """Train ``cfg.train.seeds`` seeds of ``experiment`` into one run directory (see the module)."""
+    """Train ``cfg.train.seeds`` seeds of ``experiment`` into one run directory (see the module).
+
+    A run resumed in an environment that differs from the one it last ran in (torch, CUDA, cuDNN,
+    NCCL, driver, Python or the package set: :func:`cudalab.env.fingerprint.drift`) is refused with
+    the difference, unless ``allow_env_change``; then the difference is recorded in the manifest's
+    resumption entry.
+    """
     con = console or Console(stderr=True)
     train_cfg = cfg.train  # type: ignore[attr-defined]
     owns_group = info is None
     info = info or dist.init(train_cfg.device)
     try:
-        return _run(experiment, cfg, runs_root, run_id, resume, con, info)
+        return _run(experiment, cfg, runs_root, run_id, resume, con, info, allow_env_change)
     finally:
         if owns_group:
             dist.shutdown()
@@ -136,6 +143,7 @@ def _run(
     resume: Resume,
     con: Console,
     info: DistInfo,
+    allow_env_change: bool = False,
 ) -> ExperimentResult:
     from cudalab.env.device import resolve_device
     from cudalab.env.fingerprint import fingerprint
@@ -146,8 +154,16 @@ def _run(
     run = _choose(experiment.kind, cfg, root, run_id, resume, info)
     subject = experiment.subject(cfg)
     environment = fingerprint() if info.is_main else {}
+    changes = _environment_changes(run, environment, allow_env_change, info)
     if info.is_main:
         run.start(cfg, kind=experiment.kind, subject=subject, seed=train_cfg.seed, environment=environment)
+        if changes:
+            m = run.manifest() or {}
+            m["resumptions"][-1]["environment_changes"] = changes
+            run.update_manifest(resumptions=m["resumptions"])
+            con.print(
+                f"[yellow]resumed in a changed environment (--allow-env-change):[/] {'; '.join(changes)}"
+            )
     results: list[dict[str, Any]] = []
     last: FitResult | None = None
     try:
@@ -216,6 +232,34 @@ def _columns(experiment: Experiment[Any], train_cfg: Any, results: list[dict[str
 def _seed_line(r: dict[str, Any], columns: tuple[str, ...]) -> str:
     shown = [f"{k} {r[k]:.4g}" for k in columns if isinstance(r.get(k), int | float)]
     return ", ".join([*shown, f"epoch time {r['epoch_time_ms']:.1f} ms"])
+
+
+def _environment_changes(
+    run: RunDir, environment: dict[str, Any], allowed: bool, info: DistInfo
+) -> list[str]:
+    """How the environment differs from the one an unfinished run last ran in (rank 0 decides; a
+    change not ``allowed`` is a ``ValueError`` on every rank)."""
+    from cudalab.env.fingerprint import drift
+
+    verdict: list[str] | str = []
+    if info.is_main:
+        m = run.manifest()
+        if m is not None and not run.finished:
+            last = ([m.get("environment")] + [r.get("environment") for r in m.get("resumptions", [])])[
+                -1
+            ] or {}
+            changes = drift(last, environment) if last else []
+            if changes and not allowed:
+                verdict = (
+                    f"{run.path}: the environment changed since this run last ran ({'; '.join(changes)}); "
+                    "resume with --allow-env-change to continue in it (recorded), or start a new run"
+                )
+            else:
+                verdict = changes
+    verdict = dist.broadcast(verdict, info)
+    if isinstance(verdict, str):
+        raise ValueError(verdict)
+    return list(verdict or [])
 
 
 def _choose(kind: str, cfg: Any, root: Path, run_id: str | None, resume: Resume, info: DistInfo) -> RunDir:

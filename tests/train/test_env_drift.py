@@ -1,0 +1,58 @@
+"""Long-run safety: a run is not resumed silently in a changed environment."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cudalab.cli import main
+from cudalab.env.fingerprint import drift, fingerprint
+from cudalab.errors import ExitCode
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_drift_names_what_changed() -> None:
+    env = fingerprint()
+    assert drift(env, env) == []
+    other = json.loads(json.dumps(env))
+    other["torch"]["version"] = "2.0.0"
+    other["torch"]["nccl"] = "2.18.1"
+    other["packages"] = [
+        p if not p.lower().startswith("numpy==") else "numpy==1.0.0" for p in other["packages"]
+    ]
+    other["packages_sha256"] = "x"
+    changes = drift(other, env)
+    assert f"torch 2.0.0 -> {env['torch']['version']}" in changes
+    assert f"NCCL 2.18.1 -> {env['torch']['nccl']}" in changes
+    assert any(c.startswith("packages: numpy 1.0.0 -> ") for c in changes)
+
+
+def test_a_resume_in_a_changed_environment_stops_unless_allowed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["train", "custom", str(REPO / "examples" / "spirals.py"), "--epochs", "2", "--runs", str(tmp_path),
+            "--run-id", "r", "--device", "cpu", "--no-progress"]  # fmt: skip
+    assert main(argv) == ExitCode.OK
+    run = tmp_path / "custom" / "r"
+    # as if it had crashed, and had started under another torch
+    for summary in (run / "summary.json", run / "seed-0" / "summary.json"):
+        summary.unlink()
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["environment"]["torch"]["version"] = "2.0.0"
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert main(argv) == ExitCode.USAGE
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]  # after the config the command prints
+    assert last_line.startswith("cudalab: error: ") and "Traceback" not in last_line
+    assert (
+        "environment changed" in last_line
+        and "torch 2.0.0 -> " in last_line
+        and "--allow-env-change" in last_line
+    )
+    assert not (run / "summary.json").exists()
+    assert main([*argv, "--allow-env-change"]) == ExitCode.OK
+    last = json.loads((run / "manifest.json").read_text())["resumptions"][-1]
+    assert any(c.startswith("torch 2.0.0 -> ") for c in last["environment_changes"])
