@@ -123,3 +123,10 @@ def test_radio_classifier_quick_reports_recall_reduction_and_the_demo(tmp_path: 
     demo = next(x for x in records if x["benchmark"] == "radio_classifier_demo")
     assert demo["bursts_found"] == 5 and 0 <= demo["bursts_kept"] <= 5 and demo["other_candidates"] > 0
     assert (tmp_path / "radio_classifier.png").stat().st_size > 10_000
+
+
+def test_protein_mlm_quick_compares_with_hugging_face() -> None:
+    pytest.importorskip("transformers")
+    (rec,) = [x for x in _run("protein_mlm.py", "--quick", "--device", "cpu") if x["benchmark"] == "protein_mlm"]
+    assert rec["ours_tokens_per_s"] > 0 and rec["hf_tokens_per_s"] > 0
+    assert rec["ratio_ours_to_hf"] == pytest.approx(rec["ours_tokens_per_s"] / rec["hf_tokens_per_s"], rel=0.01)
