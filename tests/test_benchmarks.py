@@ -127,6 +127,10 @@ def test_radio_classifier_quick_reports_recall_reduction_and_the_demo(tmp_path: 
 
 def test_protein_mlm_quick_compares_with_hugging_face() -> None:
     pytest.importorskip("transformers")
-    (rec,) = [x for x in _run("protein_mlm.py", "--quick", "--device", "cpu") if x["benchmark"] == "protein_mlm"]
+    (rec,) = [
+        x for x in _run("protein_mlm.py", "--quick", "--device", "cpu") if x["benchmark"] == "protein_mlm"
+    ]
     assert rec["ours_tokens_per_s"] > 0 and rec["hf_tokens_per_s"] > 0
-    assert rec["ratio_ours_to_hf"] == pytest.approx(rec["ours_tokens_per_s"] / rec["hf_tokens_per_s"], rel=0.01)
+    assert rec["ratio_ours_to_hf"] == pytest.approx(
+        rec["ours_tokens_per_s"] / rec["hf_tokens_per_s"], rel=0.01
+    )

@@ -38,6 +38,12 @@ from cudalab.train.task import Task
 _END = object()  # an exhausted batch iterator (a task may yield None: the whole graph is the batch)
 
 
+class Preempted(KeyboardInterrupt):
+    """SIGTERM (a scheduler's preemption) arrived: a checkpoint of the last finished step was written
+    and the run stopped; the same command resumes it. A ``KeyboardInterrupt``, so the CLI exits as
+    interrupted and nothing treats it as a failure of the code."""
+
+
 @dataclass(slots=True)
 class FitResult:
     """What a training run returns on every rank."""
@@ -341,7 +347,7 @@ class Trainer:
         done = state.stopped_early or state.step >= self.total_steps
         self.core.train()
         t_start = time.perf_counter() - state.train_time_s
-        with self.sink:
+        with self.sink, _sigterm_flag() as preempted:
             while not done and state.epoch < cfg.max_epochs:
                 batches = iter(self.task.train_batches(state.epoch, state.batch))
                 epoch = state.epoch
@@ -349,6 +355,24 @@ class Trainer:
                     self.train_step(batches)
                     state.train_time_s = time.perf_counter() - t_start
                     done = self._once_in_a_while(end_of_epoch=state.epoch != epoch)
+                    if not done and self._agreed(preempted):
+                        self.save()
+                        self.say(
+                            f"[yellow]SIGTERM: checkpoint of step {state.step} written; rerun to resume[/]"
+                        )
+                        raise Preempted(f"preempted at step {state.step}; a checkpoint was written")
+
+    def _agreed(self, flag: list[bool]) -> bool:
+        """Whether any rank received SIGTERM: at once in a single process; under torchrun one small
+        all-reduce at each logging step, so that every rank stops at the same step and the
+        checkpoint's collectives match."""
+        if not self.info.distributed:
+            return flag[0]
+        if self.state.step % self.cfg.log_every:  # the collective syncs the device: at log steps only
+            return False
+        t = torch.tensor([1.0 if flag[0] else 0.0], device=self.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return bool(t.item())
 
     def _once_in_a_while(self, *, end_of_epoch: bool) -> bool:
         """After a step: log, evaluate, checkpoint, show progress; True when the run is done."""
@@ -402,3 +426,25 @@ class Trainer:
 def train_run(task: Task, cfg: TrainConfig, run: RunDir, **options: Any) -> FitResult:
     """Train ``task`` into the run directory ``run``: ``Trainer(task, cfg, run, **options).fit()``."""
     return Trainer(task, cfg, run, **options).fit()
+
+
+@contextlib.contextmanager
+def _sigterm_flag() -> Iterator[list[bool]]:
+    """A flag set by SIGTERM while the block runs (the previous handler restored after); in a thread
+    other than the main one, where no handler can be set, a flag that stays False."""
+    import signal
+    import threading
+
+    flag = [False]
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        flag[0] = True
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, previous)

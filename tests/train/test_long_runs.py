@@ -1,4 +1,5 @@
-"""Long-run safety: a run is not resumed silently in a changed environment."""
+"""Long-run safety: a run is not resumed silently in a changed environment, and a SIGTERM (preemption)
+leaves a checkpoint the same command resumes from."""
 
 from __future__ import annotations
 
@@ -56,3 +57,34 @@ def test_a_resume_in_a_changed_environment_stops_unless_allowed(
     assert main([*argv, "--allow-env-change"]) == ExitCode.OK
     last = json.loads((run / "manifest.json").read_text())["resumptions"][-1]
     assert any(c.startswith("torch 2.0.0 -> ") for c in last["environment_changes"])
+
+
+def test_sigterm_writes_a_checkpoint_and_the_same_command_resumes(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    argv = [sys.executable, "-m", "cudalab", "train", "custom", str(REPO / "examples" / "spirals.py"), "--epochs",
+            "30", "--runs", str(tmp_path), "--run-id", "p", "--device", "cpu", "--no-progress",
+            "--set", "train.log_every=1"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "custom" / "p" / "seed-0" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (metrics.is_file() and metrics.read_text().count("\n") >= 5):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "SIGTERM: checkpoint of step" in err
+    stopped = int(err.split("SIGTERM: checkpoint of step ")[1].split()[0])
+    ckpts = sorted((tmp_path / "custom" / "p" / "seed-0" / "checkpoints").glob("step-*.pt"))
+    assert ckpts and int(ckpts[-1].stem.split("-")[1]) == stopped
+    manifest = json.loads((tmp_path / "custom" / "p" / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "preempted" in manifest["error"]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)  # the same command
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"step-{stopped:09d}.pt" in done.stderr  # resumed from it
+    assert (tmp_path / "custom" / "p" / "summary.json").is_file()
