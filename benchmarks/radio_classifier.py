@@ -281,6 +281,7 @@ def main() -> None:
                     "burst_recall_snr_7_10": burst["7-10"]["recall"],
                     "burst_recall_snr_7_10_n": burst["7-10"]["n"],
                     "reduction": round(test["reduction"], 4),
+                    "list_reduction": round(test["list_reduction"], 4),
                     "reference_reduction": GOAL_REDUCTION,
                     "ratio_reduction": test["reduction"] / GOAL_REDUCTION,
                     "by_background": test["by_background"],
