@@ -104,13 +104,13 @@ def preset(
     root: str = "radio-dataset", model: ModelName = "fetchlike", loss: LossName = "focal"
 ) -> RadioClassifierConfig:
     """The shipped model's recipe: AdamW, cosine decay after a short warm-up, 15 epochs, the best
-    epoch by validation average precision."""
+    epoch by validation average precision (60 epochs: 2 minutes on 2 CPU cores for 800 cutouts)."""
     return RadioClassifierConfig(
         data=DataConfig(root=root),
         model=ModelConfig(name=model),
         loss=LossConfig(name=loss),
         train=TrainConfig(
-            max_epochs=15,
+            max_epochs=60,
             optimizer="adamw",
             lr=2e-3,
             weight_decay=1e-4,
