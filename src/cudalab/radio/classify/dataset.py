@@ -429,7 +429,8 @@ def build_dataset(
 
     ``workers`` processes build observations at once (each a pure function of the recipe and its
     index, so the set is the same whatever their number; on a CPU each worker's searches share the
-    cores with the others'). The folder appears complete or not at all; a folder holding something
+    cores with the others'). A set of more than :data:`TASKS_PER_WORKER` observations is built in
+    worker processes even for ``workers=1``, each replaced after that many. The folder appears complete or not at all; a folder holding something
     other than a previous set is refused before any work.
     """
     from concurrent.futures import ProcessPoolExecutor
@@ -457,14 +458,15 @@ def build_dataset(
             if progress is not None:
                 progress(len(per_obs), cfg.observations, dict(counts))
 
-        if workers == 1:
+        if workers == 1 and cfg.observations <= TASKS_PER_WORKER:
             for i in range(cfg.observations):
                 done(i, build_observation(cfg, i, stage / "cands", Path(tmp), device))
                 _release_memory()
         else:
             threads = max(1, (os.cpu_count() or 1) // workers)
             # spawn: a forked torch (threads, CUDA) is not safe to use in the child; each worker is
-            # replaced after TASKS_PER_WORKER observations, so no heap grows for the whole build
+            # replaced after TASKS_PER_WORKER observations, so that no heap grows for the whole build
+            # (in one process, even with the heap trimmed, it grew by 30-100 MB an observation)
             ctx = get_context("spawn")
             with ProcessPoolExecutor(
                 workers,
