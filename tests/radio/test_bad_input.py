@@ -79,6 +79,7 @@ def search(path: Path, out: Path, capsys: pytest.CaptureFixture[str]) -> tuple[i
             "30",
             "--cutouts",
             "0",
+            "--no-classify",  # the input's handling is tested here, not the classifier's (test_classify)
             "--device",
             "cpu",
         ],
