@@ -17,7 +17,9 @@ burst      1      associated with an injected burst (:func:`cudalab.radio.evalua
 pulsar     1      associated with one of an injected pulsar's single pulses
 ambiguous  -1     within a pulse's time window but at a DM too far off to be associated: a side lobe
                   of a bright pulse, left out of training and of the held-out figures
-rfi        0      within an RFI event's time window (a carrier or intermittent source counts always)
+rfi        0      within the time window of an impulse, narrowband or drifting RFI event
+rfi?       0      none of the above, in an observation with a carrier or intermittent source (a
+                  possible cause, always on)
 noise      0      anything else
 =========  =====  ===================================================================================
 
