@@ -146,6 +146,32 @@ def fingerprint(
     }
 
 
+def value_at(d: Any, path: tuple[str, ...]) -> Any:
+    """The value at ``path`` in nested dicts (a fingerprint, a manifest), None where it is missing."""
+    for key in path:
+        if not isinstance(d, Mapping):
+            return None
+        d = d.get(key)
+    return d
+
+
+def package_diff(a: list[str], b: list[str]) -> list[tuple[str, str, str]]:
+    """(name, version in A, version in B) for every package that differs ('-' when absent), from two
+    ``name==version`` lists (names compared as pip normalises them)."""
+
+    def parse(items: list[str]) -> dict[str, str]:
+        out = {}
+        for item in items if isinstance(items, list) else []:
+            name, _, version = str(item).partition("==")
+            out[name.lower().replace("_", "-")] = version
+        return out
+
+    pa, pb = parse(a), parse(b)
+    return [
+        (n, pa.get(n, "-"), pb.get(n, "-")) for n in sorted(pa.keys() | pb.keys()) if pa.get(n) != pb.get(n)
+    ]
+
+
 #: What a resumed run must find unchanged (:func:`drift`): (label, path into the fingerprint).
 DRIFT_KEYS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("python", ("python", "version")),
@@ -157,29 +183,19 @@ DRIFT_KEYS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-def _at(d: Mapping[str, Any], path: tuple[str, ...]) -> Any:
-    for key in path:
-        if not isinstance(d, Mapping):
-            return None
-        d = d.get(key)  # type: ignore[assignment]
-    return d
-
-
 def drift(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """What changed between two fingerprints among what a long run depends on: the Python, torch,
     CUDA, cuDNN and NCCL versions as loaded, the driver, and the installed packages (named, with
     their versions, when both fingerprints list them). One short phrase per change; [] when none."""
     out = []
     for label, path in DRIFT_KEYS:
-        a, b = _at(recorded, path), _at(current, path)
+        a, b = value_at(recorded, path), value_at(current, path)
         if a != b:
             out.append(f"{label} {a} -> {b}")
     if recorded.get("packages_sha256") != current.get("packages_sha256"):
-        old = dict(p.split("==", 1) for p in recorded.get("packages") or [] if "==" in p)
-        new = dict(p.split("==", 1) for p in current.get("packages") or [] if "==" in p)
+        old, new = recorded.get("packages") or [], current.get("packages") or []
         if old and new:
-            changed = [f"{k} {old.get(k, '-')} -> {new.get(k, '-')}" for k in sorted(old.keys() | new.keys())
-                       if old.get(k) != new.get(k)]  # fmt: skip
+            changed = [f"{n} {va} -> {vb}" for n, va, vb in package_diff(old, new)]
             shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
             out.append(f"packages: {shown}" if changed else "packages: the same versions, listed otherwise")
         else:

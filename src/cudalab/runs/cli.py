@@ -17,6 +17,7 @@ import typer
 from rich.table import Table
 
 from cudalab._console import command_group, stdout_console
+from cudalab.env.fingerprint import package_diff, value_at
 from cudalab.errors import CudalabError, ExitCode
 from cudalab.runs.config import dumps, flatten, load_toml
 from cudalab.runs.rundir import RunDir, list_runs, resolve_run
@@ -64,14 +65,6 @@ ENV_FIELDS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-def _get(d: Any, path: tuple[str, ...]) -> Any:
-    for key in path:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(key)
-    return d
-
-
 def _resolve(root: Path, ref: str) -> RunDir:
     try:
         return resolve_run(root, ref)
@@ -117,7 +110,7 @@ def headline(summary: dict[str, Any] | None) -> str:
 def environment_summary(manifest: dict[str, Any]) -> dict[str, Any]:
     """The environment facts worth comparing, flattened, GPUs and packages included."""
     env = manifest.get("environment") or {}
-    out = {label: _get(env, path) for label, path in ENV_FIELDS}
+    out = {label: value_at(env, path) for label, path in ENV_FIELDS}
     gpus = env.get("gpus") if isinstance(env, dict) else None
     out["GPUs"] = (
         ", ".join(str(g.get("name")) for g in gpus if isinstance(g, dict)) if isinstance(gpus, list) else ""
@@ -128,22 +121,6 @@ def environment_summary(manifest: dict[str, Any]) -> dict[str, Any]:
     precision = manifest.get("precision")
     out["precision"] = precision.get("name") if isinstance(precision, dict) else None
     return out
-
-
-def package_diff(a: list[str], b: list[str]) -> list[tuple[str, str, str]]:
-    """(name, version in A, version in B) for every package that differs ('-' when absent)."""
-
-    def parse(items: list[str]) -> dict[str, str]:
-        out = {}
-        for item in items if isinstance(items, list) else []:
-            name, _, version = str(item).partition("==")
-            out[name.lower().replace("_", "-")] = version
-        return out
-
-    pa, pb = parse(a), parse(b)
-    return [
-        (n, pa.get(n, "-"), pb.get(n, "-")) for n in sorted(pa.keys() | pb.keys()) if pa.get(n) != pb.get(n)
-    ]
 
 
 def numeric_metrics(summary: dict[str, Any] | None) -> dict[str, float]:
@@ -267,7 +244,7 @@ def diff(
     ea, eb = environment_summary(ma), environment_summary(mb)
     env_rows = [(k, ea[k], eb.get(k)) for k in ea if ea[k] != eb.get(k)]
     pkg_rows = package_diff(
-        _get(ma, ("environment", "packages")) or [], _get(mb, ("environment", "packages")) or []
+        value_at(ma, ("environment", "packages")) or [], value_at(mb, ("environment", "packages")) or []
     )
     sa, sb = numeric_metrics(a.summary()), numeric_metrics(b.summary())
     metric_rows = [(k, sa.get(k), sb.get(k)) for k in sorted(sa.keys() | sb.keys())]
