@@ -214,9 +214,22 @@ def test_search_classify_ranks_filters_and_reports(trained: Path, tmp_path: Path
     assert cls["min_prob"] == clf.threshold and cls["scored"] - cls["removed"] == len(rows)
     assert (out / "plots" / "score_time.png").stat().st_size > 10_000
     assert "P(real)" in (out / "report.html").read_text()
-    for h5 in (out / "cands").glob("*.h5"):
+    files = sorted((out / "cands").glob("*.h5"))
+    assert len(files) == min(20, len(rows))
+    for i, h5 in enumerate(files):  # the i-th file is the i-th candidate, its cutout the classifier's
         with h5py.File(h5) as f:
-            assert 0.0 <= float(f.attrs["prob"]) <= 1.0
+            assert float(f.attrs["prob"]) == pytest.approx(probs[i], rel=1e-6)
+            assert float(f.attrs["dm"]) == pytest.approx(float(rows[i]["dm"]))
+            if i == 0:
+                from cudalab.radio.io.observation import open_observation
+                from cudalab.radio.pipeline.config import default_config
+                from cudalab.radio.single_pulse.candidates import read_candidates
+                from cudalab.radio.single_pulse.cutouts import make_cutout
+
+                cand = read_candidates(out / "candidates.csv")[0]
+                fresh = make_cutout(open_observation(fil), cand, k_dm=default_config().k_dm,
+                                    rfi=default_config().rfi, device=torch.device("cpu"))  # fmt: skip
+                np.testing.assert_allclose(f["data_freq_time"][...], fresh.freq_time, atol=1e-5)
     # --no-classify: the search alone, no probability
     rc = main(
         [

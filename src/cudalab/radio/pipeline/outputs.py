@@ -31,11 +31,12 @@ from cudalab.errors import CudalabError
 from cudalab.radio.io.observation import open_observation
 from cudalab.radio.pipeline.config import SearchConfig
 from cudalab.radio.pipeline.search import Progress, SearchResult, search_file
-from cudalab.radio.single_pulse.candidates import ranked, write_candidates
+from cudalab.radio.single_pulse.candidates import rank_key, write_candidates
 from cudalab.runs.rundir import MANIFEST, RunDir, check_output_dir, now, staged
 
 if TYPE_CHECKING:
     from cudalab.radio.classify.score import Classifier
+    from cudalab.radio.single_pulse.cutouts import Cutout
 
 KIND = "radio-search"
 #: The files that mark a folder as a previous search's, which a new search may replace.
@@ -91,7 +92,6 @@ def run_search(
     from cudalab.env.fingerprint import fingerprint
     from cudalab.radio.report import write_report
     from cudalab.radio.single_pulse.cutouts import (
-        Cutout,
         SeriesCutout,
         make_cutout,
         make_series_cutout,
@@ -103,8 +103,9 @@ def run_search(
     classifier = resolve_classifier(cfg)  # a bad classifier file fails before the search
     started = now()
     result = search_file(path, cfg, progress)
+    made: dict[int, Cutout] = {}  # the classifier's cutouts of the first candidates, reused below
     if classifier is not None and not result.header.is_time_series:
-        classify_result(result, path, classifier, progress)
+        made = classify_result(result, path, classifier, progress)
     with staged(out, owned=OWNED) as stage:
         run = RunDir(stage)
         run.start(
@@ -125,7 +126,7 @@ def run_search(
         if not result.header.is_time_series:
             top = result.candidates[: cfg.cutouts]  # the most likely real when classified
             for i, cand in enumerate(top):
-                cut = make_cutout(obs, cand, k_dm=cfg.k_dm, rfi=cfg.rfi, device=device)
+                cut = made.get(i) or make_cutout(obs, cand, k_dm=cfg.k_dm, rfi=cfg.rfi, device=device)
                 cand_id = f"cand_{i:04d}_t{cand.time_s:.4f}_dm{cand.dm:.1f}_snr{cand.snr:.1f}"
                 write_fetch_h5(stage / "cands" / f"{cand_id}.h5", cut, cand, result.header, cand_id)
                 cutouts[i] = cut
@@ -176,8 +177,9 @@ def run_search(
     return result
 
 
-#: Candidates cut out and scored at once by ``--classify`` (bounded memory: planes, not cutouts, are kept).
-CLASSIFY_BATCH = 256
+#: Candidates cut out and scored at once by ``--classify``: memory holds this many cutouts (about 1 MB
+#: each) besides the ``cutouts`` kept for the run folder.
+CLASSIFY_BATCH = 64
 
 
 def resolve_classifier(cfg: SearchConfig) -> Classifier | None:
@@ -198,9 +200,12 @@ def resolve_classifier(cfg: SearchConfig) -> Classifier | None:
 
 def classify_result(
     result: SearchResult, path: str | Path, clf: Classifier, progress: Progress | None = None
-) -> None:
-    """Score every candidate of ``result`` (cut out in batches, scored in batches), rank them by the
-    probability and keep those at ``min_prob`` or above; record what was done in ``result``."""
+) -> dict[int, Cutout]:
+    """Score every candidate of ``result`` (cut out and scored in batches), rank them by the
+    probability and keep those at ``min_prob`` or above; record what was done in ``result``.
+
+    Returns the cutouts of the first ``config.cutouts`` candidates in the new order (kept while
+    scoring, so the run folder's FETCH files need no second cutout)."""
     from cudalab.radio.classify.data import planes
     from cudalab.radio.single_pulse.cutouts import make_cutout
 
@@ -209,19 +214,24 @@ def classify_result(
     obs = open_observation(path)
     cands = result.candidates
     probs: list[float] = []
+    held: dict[int, Cutout] = {}  # by index into cands: the best cfg.cutouts scored so far
     for start in range(0, len(cands), CLASSIFY_BATCH):
         chunk = cands[start : start + CLASSIFY_BATCH]
         x = []
-        for c in chunk:
+        for k, c in enumerate(chunk):
             cut = make_cutout(obs, c, k_dm=cfg.k_dm, rfi=cfg.rfi, device=clf.device)
+            held[start + k] = cut
             x.append(planes(cut.freq_time.T, cut.dm_time, clf.size))
             if progress is not None:
                 progress("classify", start + len(x), len(cands))
         probs.extend(float(p) for p in clf.score_planes(np.stack(x)))
-    scored = ranked([replace(c, prob=p) for c, p in zip(cands, probs, strict=True)])
+        scored = [replace(c, prob=p) for c, p in zip(cands, probs, strict=False)]  # so far
+        held = {j: held[j] for j in sorted(held, key=lambda j: rank_key(scored[j]))[: cfg.cutouts]}
+    scored = [replace(c, prob=p) for c, p in zip(cands, probs, strict=True)]
+    order = sorted(range(len(scored)), key=lambda j: rank_key(scored[j]))  # ranked()'s order
     floor = clf.threshold if cfg.min_prob == -1.0 else cfg.min_prob
-    result.scored = scored
-    result.candidates = [c for c in scored if c.prob >= floor]
+    result.scored = [scored[j] for j in order]
+    result.candidates = [c for c in result.scored if c.prob >= floor]
     result.classification = {
         "file": str(clf.path) if clf.path else None,
         "model": clf.name,
@@ -231,3 +241,4 @@ def classify_result(
         "removed": len(scored) - len(result.candidates),
         "seconds": round(time.perf_counter() - t0, 3),
     }
+    return {rank: held[j] for rank, j in enumerate(order[: cfg.cutouts]) if j in held}

@@ -139,11 +139,14 @@ def to_cand(cands: Sequence[Candidate]) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
+def rank_key(c: Candidate) -> tuple[bool, float, float]:
+    """The order of :func:`ranked`: by probability when classified, then by S/N."""
+    return (math.isnan(c.prob), -c.prob if not math.isnan(c.prob) else 0.0, -c.snr)
+
+
 def ranked(cands: Sequence[Candidate]) -> list[Candidate]:
     """Most likely real first when classified (by probability, then S/N), else brightest first."""
-    return sorted(
-        cands, key=lambda c: (math.isnan(c.prob), -c.prob if not math.isnan(c.prob) else 0.0, -c.snr)
-    )
+    return sorted(cands, key=rank_key)
 
 
 def write_candidates(
