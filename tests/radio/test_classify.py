@@ -172,7 +172,8 @@ def test_classify_scores_our_files_and_yours(trained: Path, dataset: Path, tmp_p
     rows = list(csv.DictReader(out.open()))
     assert [Path(r["file"]).name for r in rows] == [p.name for p in ours] + ["yours.h5"]
     clf = load_classifier(trained)
-    want = clf.score_files([*ours, yours])
+    want, attrs = clf.score_files([*ours, yours])
+    assert attrs[0]["label"] in (0, 1) and attrs[-1]["dm"] == 100.0
     np.testing.assert_allclose([float(r["prob"]) for r in rows], want, rtol=1e-5)
     assert all(0.0 <= float(r["prob"]) <= 1.0 for r in rows)
 

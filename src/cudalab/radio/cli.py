@@ -545,17 +545,15 @@ def classify(
 
     from cudalab._io import atomic_write_text
     from cudalab.env.device import resolve_device
-    from cudalab.radio.classify.data import read_cutout
     from cudalab.radio.classify.score import load_classifier
 
     if batch < 1:
         raise CudalabError(f"--batch must be >= 1, not {batch}")
     paths = _h5_files(files)
     try:
-        attrs = [read_cutout(p).attrs for p in paths]  # every file checked before any work
         dev, _ = resolve_device(device.value)
         clf = load_classifier(classifier, dev)
-        probs = clf.score_files(paths, batch)
+        probs, attrs = clf.score_files(paths, batch)  # nothing is written before every file is read
     except ValueError as exc:
         raise CudalabError(str(exc)) from None
     rows: list[dict[str, Any]] = [

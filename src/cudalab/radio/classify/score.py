@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from cudalab._io import atomic_open, atomic_write_json, atomic_write_text
-from cudalab.radio.classify.data import load_planes, planes
+from cudalab.radio.classify.data import planes, read_cutout
 from cudalab.radio.classify.models import build_model
 
 FORMAT = "cudalab-radio-classifier"
@@ -59,25 +59,20 @@ class Classifier:
         ]
         return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
 
-    def score_images(
-        self, pairs: Sequence[tuple[NDArray[Any], NDArray[Any]]], batch: int = 512
-    ) -> NDArray[np.float32]:
-        """Probabilities for ``(frequency x time, DM x time)`` image pairs of any size."""
-        if not pairs:
-            return np.zeros(0, dtype=np.float32)
-        return self.score_planes(np.stack([planes(ft, dt, self.size) for ft, dt in pairs]), batch)
-
     def score_files(
         self, paths: Sequence[Path], batch: int = 512, progress: Callable[[int, int], None] | None = None
-    ) -> NDArray[np.float32]:
-        """Probabilities for FETCH h5 files (read ``batch`` at a time); ``ValueError`` for a bad file."""
-        out = []
+    ) -> tuple[NDArray[np.float32], list[dict[str, Any]]]:
+        """Probabilities for FETCH h5 files, read once each, ``batch`` at a time, and each file's
+        attributes; ``ValueError`` naming a file that is not one."""
+        probs, attrs = [], []
         for i in range(0, len(paths), batch):
-            chunk = paths[i : i + batch]
-            out.append(self.score_planes(np.stack([load_planes(p, self.size) for p in chunk]), batch))
+            files = [read_cutout(p) for p in paths[i : i + batch]]
+            attrs += [f.attrs for f in files]
+            x = np.stack([planes(f.freq_time, f.dm_time, self.size) for f in files])
+            probs.append(self.score_planes(x, batch))
             if progress is not None:
                 progress(min(i + batch, len(paths)), len(paths))
-        return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+        return (np.concatenate(probs) if probs else np.zeros(0, dtype=np.float32)), attrs
 
 
 def load_classifier(path: str | Path | None = None, device: str | torch.device = "cpu") -> Classifier:
