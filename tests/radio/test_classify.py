@@ -85,9 +85,24 @@ def test_the_set_is_labelled_by_the_truth_and_split_by_observation(dataset: Path
             assert e.kind in ("rfi", "rfi?", "noise", "ambiguous") and (e.label == -1) == (
                 e.kind == "ambiguous"
             )
-    # every injected burst the search found bright enough (S/N >= 10) is labelled real
-    bright = [e for e in entries if e.label == 1 and e.snr >= 10]
-    assert bright
+    # against the recipe (not the labeller's truth table): a real row names one of its observation's
+    # injected DMs, and every burst injected at S/N >= 15 has a real row
+    cfg = _cfg(shared_data, 6)
+    by_obs = {e.observation: recipe(cfg, e.observation).sim for e in entries}
+    for e, row in zip(entries, rows, strict=True):
+        sim = by_obs[e.observation]
+        dms = [b.dm for b in sim.bursts] if e.kind == "burst" else [p.dm for p in sim.pulsars]
+        if e.label == 1:
+            assert min(abs(float(row["truth_dm"]) - d) for d in dms) < 1e-6
+    for obs, sim in by_obs.items():
+        for b in sim.bursts:
+            if b.snr >= 15:
+                found = [
+                    float(r["truth_dm"])
+                    for e, r in zip(entries, rows, strict=True)
+                    if e.observation == obs and e.label == 1
+                ]
+                assert any(abs(d - b.dm) < 1e-6 for d in found), (obs, b)
 
 
 def test_a_set_is_reproducible_from_its_seed_observation_by_observation(
