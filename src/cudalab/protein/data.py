@@ -37,8 +37,9 @@ ALPHABET: tuple[str, ...] = (
     "<null_1>", "<mask>",
 )  # fmt: skip
 CLS, PAD, EOS, UNK, MASK = 0, 1, 2, 3, 32
-#: The 20 standard residues' tokens (4-23): what a masked position may be replaced with at random.
-STANDARD = np.arange(4, 24, dtype=np.int64)
+#: The 20 standard residues' tokens, ``[STANDARD_FIRST, STANDARD_END)``: what a chosen position may be
+#: replaced with at random.
+STANDARD_FIRST, STANDARD_END = 4, 24
 _CODE = np.full(256, -1, dtype=np.int64)
 for _i, _tok in enumerate(ALPHABET):
     if len(_tok) == 1:
@@ -283,6 +284,8 @@ def mask_tokens(
     inputs = tokens.clone()
     inputs[chosen & (v < 0.8)] = MASK
     swap = chosen & (v >= 0.8) & (v < 0.9)
-    random_res = torch.randint(4, 24, tokens.shape, generator=generator, device=tokens.device)
+    random_res = torch.randint(
+        STANDARD_FIRST, STANDARD_END, tokens.shape, generator=generator, device=tokens.device
+    )
     inputs[swap] = random_res[swap]
     return inputs, labels

@@ -179,7 +179,6 @@ class MaskedLanguageModelling:
         n = len(self.val_corpus)
         pick = rng.permutation(n)[: d.val_sequences] if d.val_sequences else np.arange(n)
         self.val_tokens = [crop(self.val_corpus.tokens[i], d.max_len, rng) for i in sorted(pick)]
-        self._tokens_seen = 0
         self._len_sum = 0
         self._seqs = 0
         self.peak_flops = _peak_flops(device, info.world_size)

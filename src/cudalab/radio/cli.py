@@ -468,9 +468,9 @@ def dataset(
         check_output_dir(out, owned=OWNED)
     except ValueError as exc:
         raise CudalabError(str(exc)) from None
-    for f in (*cfg.backgrounds, *cfg.holdout):
-        from cudalab.radio.io.observation import open_observation
+    from cudalab.radio.io.observation import open_observation
 
+    for f in (*cfg.backgrounds, *cfg.holdout):
         open_observation(f)  # a bad background fails here, in one line
     console = _console()
     started = time.monotonic()

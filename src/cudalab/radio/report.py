@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import html
 import io
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -311,7 +312,7 @@ def _snr_colorbar(fig: Figure, mappable: Any, ax: Axes) -> None:
 
 
 def _title(index: int, cand: Candidate) -> str:
-    p = f"P(real) {cand.prob:.3f}  " if cand.prob == cand.prob else ""
+    p = f"P(real) {cand.prob:.3f}  " if not math.isnan(cand.prob) else ""
     return (
         f"#{index}  {p}S/N {cand.snr:.1f}  DM {cand.dm:.2f}  width {cand.width_s * 1e3:.3g} ms\n"
         f"t = {cand.time_s:.4f} s   MJD {cand.mjd:.8f}   {utc_ms(cand.mjd)} UTC"

@@ -25,6 +25,7 @@ around the pulse, for the report's profile plot) and no h5.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -291,7 +292,7 @@ def write_fetch_h5(
             "valid_fraction": cutout.valid_fraction,
         }
         attrs |= {k: header.extra[k] for k in SIGPROC_ATTRS if k in header.extra}
-        if cand.prob == cand.prob:  # classified: the probability, as FETCH's results report it
+        if not math.isnan(cand.prob):  # classified: the probability, as FETCH's results report it
             attrs["prob"] = cand.prob
         for k, v in attrs.items():
             f.attrs[k] = v
