@@ -10,7 +10,7 @@ PIP    := $(BIN)/python -m pip install -q -c constraints.txt
 VERSION       := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 TORCH_VERSION ?= $(shell sed -n 's/^torch==//p' constraints.txt)
 CUDA_VARIANT  ?= cu128
-EXTRAS        ?= radio,graph,lab
+EXTRAS        ?= radio,graph,vision,serve,lab
 IMAGE         ?= cudalab:$(VERSION)-torch$(word 1,$(subst ., ,$(TORCH_VERSION))).$(word 2,$(subst ., ,$(TORCH_VERSION)))-$(CUDA_VARIANT)
 
 .PHONY: demo test lint bench-doctor gpu-check clean constraints image image-check ssh-tools screenshots
@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml constraints.txt | $(BIN)/python
-	$(PIP) -e '.[radio,graph,lab,dev]'
+	$(PIP) -e '.[radio,graph,vision,serve,lab,dev]'
 	touch $@ $(VENV)/.installed
 
 # The lab's SSH tests need a real sshd and ssh client; installed here when absent and possible (root

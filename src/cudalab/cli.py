@@ -222,7 +222,15 @@ def _add_workloads() -> None:
     from cudalab.protein.cli import protein
 
     add_workload("protein", protein)
+    from cudalab.vision.cli import vision
+
+    add_workload("vision", vision)
     app.add_typer(train_app, name="train")
+
+    from cudalab.serve.cli import export, serve
+
+    app.command("export")(export)
+    app.command("serve")(serve)
 
     from cudalab.runs.cli import app as runs_app
 

@@ -190,6 +190,9 @@ def _run(
                     info=info,
                 ).fit()
                 child_summary = last.summary
+                finish = getattr(task, "finish", None)
+                if info.is_main and callable(finish):  # the task's pictures and files of the trained model
+                    finish(last.model, child)
                 if info.is_main and i == 0:  # the parent states where its seeds ran
                     m = child.manifest() or {}
                     run.update_manifest(

@@ -31,7 +31,9 @@ class Task(Protocol):
     Optional: ``batch_size(batch) -> int``, the examples in a micro-batch, for a throughput in
     examples per second in the log; ``interval_metrics(mean_loss, items, seconds) -> dict``, figures
     of the last log interval (``items`` examples over all ranks in ``seconds`` of training) logged
-    beside the loss as ``train/<name>`` (a language model's perplexity, tokens/s, MFU).
+    beside the loss as ``train/<name>`` (a language model's perplexity, tokens/s, MFU);
+    ``finish(model, run)``, called on rank 0 after a seed has trained, with the plain model and the
+    seed's :class:`~cudalab.runs.rundir.RunDir`, for pictures and files of the trained model.
     """
 
     def setup(self, device: torch.device, info: DistInfo, seed: int) -> None: ...
