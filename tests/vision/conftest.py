@@ -28,5 +28,8 @@ def tiny(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def trained(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished fast-recipe run (its folder) on the tiny set."""
     runs = tmp_path_factory.mktemp("vision-runs")
-    assert main(["train", "vision", "--data", str(tiny), "--runs", str(runs), "--run-id", "fast", *FAST]) == ExitCode.OK
+    assert (
+        main(["train", "vision", "--data", str(tiny), "--runs", str(runs), "--run-id", "fast", *FAST])
+        == ExitCode.OK
+    )
     return runs / "vision" / "fast"

@@ -14,7 +14,9 @@ from cudalab.vision import data as vdata
 from cudalab.vision.models import ARCHS, FastNet, ImageClassifier, build_backbone, load_weights
 
 
-def test_a_given_split_is_kept_and_a_plain_tree_is_split_by_class_from_a_seed(tiny: Path, tmp_path: Path) -> None:
+def test_a_given_split_is_kept_and_a_plain_tree_is_split_by_class_from_a_seed(
+    tiny: Path, tmp_path: Path
+) -> None:
     given = vdata.open_image_folder(tiny)
     assert given.given_split and len(given.classes) == 10
     assert (len(given.train), len(given.val)) == (1000, 200)
@@ -49,7 +51,9 @@ def test_trees_that_cannot_train_are_refused_by_name(tiny: Path, tmp_path: Path)
         vdata.read_image(bad)
 
 
-def test_a_tar_of_a_tree_is_unpacked_once(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_tar_of_a_tree_is_unpacked_once(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CUDALAB_CACHE", str(tmp_path))
     archive = shared_data / "vision" / "cifar10-tiny.tgz"
     first = vdata.open_image_folder(archive)
@@ -105,7 +109,9 @@ def test_worker_batches_do_not_depend_on_the_number_of_workers(tiny: Path) -> No
     order = list(range(23, -1, -1))
     alone = list(vdata.loader(ds, order, 8, workers=0, pin=False))
     pooled = list(vdata.loader(ds, order, 8, workers=2, pin=False))
-    assert len(alone) == 3 and all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(alone, pooled, strict=True))
+    assert len(alone) == 3 and all(
+        torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(alone, pooled, strict=True)
+    )
     ds.epoch = 3
     other = next(iter(vdata.loader(ds, order, 8, workers=0, pin=False)))
     assert not torch.equal(other[0], alone[0][0])  # another epoch, other crops

@@ -94,16 +94,23 @@ def test_a_run_killed_with_sigkill_resumes_to_the_bit_identical_model(tiny: Path
         drop = ("time_s", "train/images_per_s")
         return [{k: v for k, v in r.items() if k not in drop} for r in _metrics(seed)]
 
-    assert timeless(tmp_path / "vision" / "killed" / "seed-0") == timeless(tmp_path / "vision" / "whole" / "seed-0")
+    assert timeless(tmp_path / "vision" / "killed" / "seed-0") == timeless(
+        tmp_path / "vision" / "whole" / "seed-0"
+    )
 
 
-def test_bad_input_is_one_line_and_exit_2(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_is_one_line_and_exit_2(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "junk.pt").write_bytes(b"junk")
     cases = [
         (["--data", str(tmp_path / "none")], "no such folder"),
         (["--data", str(tiny / "train" / "cat")], "two or more classes"),
         (["--data", str(tiny), "--weights", str(tmp_path / "missing.pt")], "--weights"),
-        (["--data", str(tiny), "--weights", str(tmp_path / "junk.pt")], "junk.pt: not a readable PyTorch weights file"),
+        (
+            ["--data", str(tiny), "--weights", str(tmp_path / "junk.pt")],
+            "junk.pt: not a readable PyTorch weights file",
+        ),
         (["--data", str(tiny), "--set", "data.batch_size=0"], "data.batch_size"),
     ]
     for extra, fault in cases:
