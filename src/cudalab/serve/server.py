@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -50,6 +50,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from starlette.exceptions import HTTPException
 
 from cudalab.errors import CudalabError
 
@@ -148,7 +149,9 @@ def load_image(data: bytes, name: str, size: int, max_pixels: int) -> np.ndarray
     except Image.DecompressionBombError:
         raise BadInputError(413, f"{name}: image over the pixel limit ({max_pixels:,} pixels)") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        raise BadInputError(400, f"{name}: not an image (no known image format)") from None
+        kind = _magic(data)
+        reason = f"truncated or corrupt {kind} image" if kind else "not an image (no known image format)"
+        raise BadInputError(400, f"{name}: {reason}") from None
     with im:
         w, h = im.size
         rgb: Image.Image
@@ -177,6 +180,16 @@ def load_image(data: bytes, name: str, size: int, max_pixels: int) -> np.ndarray
             )
             raise BadInputError(400, f"{name}: {reason}") from None
     return np.ascontiguousarray(pixels.transpose(2, 0, 1) / 255.0, dtype=np.float32)
+
+
+MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF8", "GIF"), (b"BM", "BMP"))
+
+
+def _magic(data: bytes) -> str | None:
+    """The format an image file's first bytes announce (None for none we know)."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return next((kind for magic, kind in MAGIC if data.startswith(magic)), None)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
