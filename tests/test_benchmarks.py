@@ -134,3 +134,27 @@ def test_protein_mlm_quick_compares_with_hugging_face() -> None:
     assert rec["ratio_ours_to_hf"] == pytest.approx(
         rec["ours_tokens_per_s"] / rec["hf_tokens_per_s"], rel=0.01
     )
+
+
+def test_vision_train_quick_compares_the_engine_with_a_plain_loop(shared_data: Path) -> None:
+    records = {r["benchmark"]: r for r in _run("vision_train.py", "--quick", "--device", "cpu")}
+    ours, ref = records["vision_ours"], records["vision_reference"]
+    assert ours["images_per_s"] > 0 and ref["images_per_s"] > 0 and ours["train_images"] == 500
+    assert ours["ratio_images_per_s"] == pytest.approx(ours["images_per_s"] / ref["images_per_s"], rel=1e-6)
+    equal = records["vision_equal_time"]
+    assert equal["fast_minus_resnet18"] == pytest.approx(equal["fast_val_acc"] - equal["resnet18_val_acc"])
+    assert records["vision_fast"]["target"] == 0.905
+
+
+def test_serve_load_quick_loads_both_servers_without_errors(shared_data: Path) -> None:
+    records = _run("serve_load.py", "--quick")
+    rows = [r for r in records if r["benchmark"] == "serve_load"]
+    assert {(r["server"], r["concurrency"]) for r in rows} == {
+        (s, c) for s in ("cudalab", "reference") for c in (1, 8)
+    }
+    assert all(r["requests"] > 0 and r["errors"] == 0 and r["p99_ms"] >= r["p50_ms"] > 0 for r in rows)
+    (summary,) = [r for r in records if r["benchmark"] == "serve_load_summary"]
+    assert set(summary["throughput_ratio"]) == {"1", "8"} and summary["errors"] == {
+        "cudalab": 0,
+        "reference": 0,
+    }

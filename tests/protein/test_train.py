@@ -76,3 +76,26 @@ def test_bad_data_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixt
         rc = main(["train", "protein", *extra, "--runs", str(tmp_path / "runs"), "--device", "cpu"])
         err = capsys.readouterr().err
         assert rc == ExitCode.USAGE and fault in err and "Traceback" not in err, err
+
+
+def test_two_gloo_processes_under_torchrun(proteomes: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo / "src"), *sys.path])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "cudalab",
+         "train", "protein", "--data", str(proteomes), "--runs", str(tmp_path), "--run-id", "ddp", *ARGS,
+         "--set", "train.max_steps=5"],
+        capture_output=True, text=True, env=env, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "protein" / "ddp"
+    assert json.loads((run / "manifest.json").read_text())["world_size"] == 2
+    records = _metrics(run)
+    train = [r for r in records if "train/loss" in r]
+    assert train and all(r["train/tokens_per_s"] > 0 for r in train)
+    (last,) = [r for r in records if "eval/val_loss" in r]
+    assert 1.0 < last["eval/val_perplexity"] < 30.0  # 20 letters are about equally likely at the start

@@ -88,3 +88,25 @@ def test_sigterm_writes_a_checkpoint_and_the_same_command_resumes(tmp_path: Path
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"step-{stopped:09d}.pt" in done.stderr  # resumed from it
     assert (tmp_path / "custom" / "p" / "summary.json").is_file()
+
+
+def test_a_hung_rank_becomes_a_one_line_error_not_a_silent_stall(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "CUDALAB_COLLECTIVE_TIMEOUT_S": "5"}
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "cudalab",
+         "train", "custom", str(Path(__file__).with_name("hang_task.py")), "--epochs", "5", "--runs", str(tmp_path),
+         "--run-id", "h", "--device", "cpu", "--no-progress"],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0 and time.monotonic() - t0 < 200
+    assert "cudalab: error: rank 0: a collective waited over 5 s for the other ranks" in proc.stderr, (
+        proc.stderr[-3000:]
+    )
+    manifest = json.loads((tmp_path / "custom" / "h" / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "rank 0: a collective" in manifest["error"]

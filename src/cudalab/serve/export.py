@@ -209,6 +209,45 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def write_artefact(
+    model: nn.Module,
+    fmt: Format,
+    out: Path,
+    *,
+    classes: list[str],
+    size: int,
+    images: torch.Tensor | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """Export ``model`` (eval mode, CPU) to the artefact folder ``out`` (see the module), with the
+    parity check on ``images`` when given; returns the parity (None without images)."""
+    result = None
+    with staged(out, owned=(ARTEFACT_JSON,)) as tmp:
+        program = tmp / FILES[fmt]
+        t0 = time.perf_counter()
+        export_program(model, fmt, program, size)
+        seconds = time.perf_counter() - t0
+        if images is not None:
+            result = parity(model, Runner(program, fmt), images)
+            result["format"] = fmt
+            atomic_write_json(tmp / PARITY_JSON, result)
+        atomic_write_json(
+            tmp / ARTEFACT_JSON,
+            {
+                "format": fmt,
+                "file": program.name,
+                "sha256": sha256(program),
+                "classes": classes,
+                "image_size": size,
+                "input": f"float32 N x 3 x {size} x {size}, RGB in [0, 1], N from 1 to {MAX_BATCH}",
+                **(extra or {}),
+                "export_seconds": round(seconds, 2),
+                "torch": torch.__version__,
+            },
+        )
+    return result
+
+
 def export_run(run: RunDir, fmt: Format, out: Path, *, images: int = 1000) -> dict[str, Any]:
     """Export a finished vision run to the artefact folder ``out`` (see the module); returns its parity.
 
@@ -218,30 +257,15 @@ def export_run(run: RunDir, fmt: Format, out: Path, *, images: int = 1000) -> di
     trained = load_trained(run)
     size = int(trained.card["image_size"])
     val = validation_images(trained.run, size, images)
-    with staged(out, owned=(ARTEFACT_JSON,)) as tmp:
-        program = tmp / FILES[fmt]
-        t0 = time.perf_counter()
-        export_program(trained.model, fmt, program, size)
-        seconds = time.perf_counter() - t0
-        result = parity(trained.model, Runner(program, fmt), val)
-        result["format"] = fmt
-        atomic_write_json(tmp / PARITY_JSON, result)
-        atomic_write_json(
-            tmp / ARTEFACT_JSON,
-            {
-                "format": fmt,
-                "file": program.name,
-                "sha256": sha256(program),
-                "classes": trained.card["classes"],
-                "image_size": size,
-                "input": f"float32 N x 3 x {size} x {size}, RGB in [0, 1], N from 1 to {MAX_BATCH}",
-                "arch": trained.card["arch"],
-                "source_run": str(trained.run.path),
-                "val_acc": trained.card.get("val_acc"),
-                "export_seconds": round(seconds, 2),
-                "torch": torch.__version__,
-            },
-        )
+    extra = {
+        "arch": trained.card["arch"],
+        "source_run": str(trained.run.path),
+        "val_acc": trained.card.get("val_acc"),
+    }
+    result = write_artefact(
+        trained.model, fmt, out, classes=list(trained.card["classes"]), size=size, images=val, extra=extra
+    )
+    assert result is not None
     return result
 
 

@@ -33,6 +33,7 @@ import contextlib
 import io
 import json
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -145,7 +146,9 @@ def load_image(data: bytes, name: str, size: int, max_pixels: int) -> np.ndarray
     if not data:
         raise BadInputError(400, f"{name}: empty file")
     try:
-        im = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():  # the pixel limit is checked below, against max_pixels
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError:
         raise BadInputError(413, f"{name}: image over the pixel limit ({max_pixels:,} pixels)") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):

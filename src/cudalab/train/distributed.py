@@ -8,6 +8,7 @@ touches ``torch.distributed``. NCCL on GPU, gloo on CPU.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -16,10 +17,56 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
+from cudalab.errors import CudalabError, ExitCode
+
 T = TypeVar("T")
 
 #: Rank 0 evaluates and writes checkpoints while the others wait in a collective; give that time.
 COLLECTIVE_TIMEOUT = timedelta(minutes=30)
+TIMEOUT_ENV = "CUDALAB_COLLECTIVE_TIMEOUT_S"
+
+
+def collective_timeout(environ: Mapping[str, str] | None = None) -> timedelta:
+    """How long a collective may wait for the other ranks: ``$CUDALAB_COLLECTIVE_TIMEOUT_S`` seconds,
+    else :data:`COLLECTIVE_TIMEOUT`."""
+    raw = (os.environ if environ is None else environ).get(TIMEOUT_ENV, "")
+    if not raw:
+        return COLLECTIVE_TIMEOUT
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise RuntimeError(f"{TIMEOUT_ENV}={raw!r}: give a positive number of seconds")
+    return timedelta(seconds=seconds)
+
+
+class CollectiveError(CudalabError):
+    """A collective that timed out or lost a peer: another rank is hung or died (exit 1, one line)."""
+
+
+def as_collective_error(exc: BaseException, info: DistInfo) -> CollectiveError | None:
+    """``exc`` as a one-line :class:`CollectiveError` when it is a collective that timed out or lost
+    its peer (gloo raises either in the waiting rank; NCCL's watchdog aborts the process itself and
+    logs the timed-out operation); None for any other error."""
+    if not info.distributed or not isinstance(exc, RuntimeError):
+        return None
+    text = str(exc).lower()
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    first = re.sub(r"^\[[^\]]*\]\s*", "", first)[:200]  # gloo's source location
+    if "timed out" in text or "timeout" in text:
+        what = (
+            f"waited over {collective_timeout().total_seconds():g} s for the other ranks: one is hung or died"
+        )
+    elif "connection closed by peer" in text or "connection reset" in text:
+        what = "lost its connection to another rank, which died"
+    else:
+        return None
+    return CollectiveError(
+        f"rank {info.rank}: a collective {what} (that rank's own log says why); the run resumes from its last "
+        f"checkpoint when started again [{first}; the wait is {TIMEOUT_ENV}]",
+        ExitCode.PROBLEM,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +110,7 @@ def init(device: str) -> DistInfo:
     if not dist.is_initialized():
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT)
+        dist.init_process_group(backend=backend, timeout=collective_timeout())
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world, backend=backend)
 
 

@@ -325,8 +325,11 @@ class Trainer:
             dist.barrier(self.info)
             return FitResult(summary=summary, model=self.core, precision=self.plan)
         except BaseException as exc:
+            clear = dist.as_collective_error(exc, self.info)
             if started:
-                run.fail(exc)
+                run.fail(clear or exc)
+            if clear is not None:
+                raise clear from None
             raise
 
     def _wrap(self) -> None:

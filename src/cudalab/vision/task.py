@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -185,10 +185,14 @@ def _subset(split: vdata.Split, n: int, seed: int) -> vdata.Split:
     return vdata.Split(tuple(split.files[i] for i in pick), split.labels[pick])
 
 
-@functools.lru_cache(maxsize=2)
 def prepare(d: DataConfig) -> Prepared:
-    """List, subset and (memory way) decode a tree once per process; channel mean and std of the
-    training images (from up to 10,000 of them)."""
+    """List, subset and (memory way) decode a tree once per process (whatever the batch size and
+    padding); channel mean and std of the training images (from up to 10,000 of them)."""
+    return _prepare(replace(d, batch_size=1, pad=0, workers=0))
+
+
+@functools.lru_cache(maxsize=2)
+def _prepare(d: DataConfig) -> Prepared:
     folder = vdata.open_image_folder(d.root, val_fraction=d.val_fraction, seed=0)
     train, val = _subset(folder.train, d.train_images, 0), _subset(folder.val, d.val_images, 1)
     size = d.image_size or vdata.probe_size(train.files)
