@@ -20,6 +20,7 @@ STACK_ORDER = [
     "nvml",
     "visible_devices",
     "shm",
+    "compilers",
     "nvidia_wheels",
     "ld_library_path",
     "torch",
@@ -127,3 +128,16 @@ def test_a_failing_probe_becomes_a_fact_not_an_exception() -> None:
 
     p = pr._timed("x", "test", boom)
     assert not p.ok and p.error == "PermissionError: denied"
+
+
+def test_the_compiler_probe_honours_cc_and_finds_none_on_an_empty_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # shutil.which searches the process's PATH
+    empty = pr.probe_compilers({})
+    assert empty.ok and empty.value["cc"] is None and empty.value["cxx"] is None
+    cc = tmp_path / "mycc"
+    cc.write_text("#!/bin/sh\n")
+    cc.chmod(0o755)
+    assert pr.probe_compilers({"CC": "mycc"}).value["cc"] == str(cc)
+    assert pr.probe_compilers({"CC": str(cc)}).value["cc"] == str(cc)

@@ -696,6 +696,37 @@ def rule_shm(v: _View) -> Finding | None:
     return Finding("shm", "/dev/shm", "pass", f"{mib / 1024:.1f} GiB")
 
 
+def rule_compiler(v: _View) -> Finding | None:
+    """Triton compiles a small C launcher for every kernel at first use, and torch.compile's CPU code
+    is C++: without a compiler both fail then ("Failed to find C compiler"), not at import."""
+    p = v.facts.probe("compilers")
+    if p is None or not p.ok:
+        return None
+    cc, cxx, triton = p.get("cc"), p.get("cxx"), p.get("triton")
+    if cc and cxx:
+        return Finding("compiler", "C compiler", "pass", f"C {cc}, C++ {cxx}")
+    missing = " and ".join(n for n, found in (("C", cc), ("C++", cxx)) if not found)
+    hurt = []
+    if triton and not cc:
+        hurt.append(
+            "Triton kernels (the radio search's GPU kernels, torch.compile on a GPU) fail at first launch"
+        )
+    if not cxx:
+        hurt.append("torch.compile of CPU code fails")
+    if not hurt:
+        return Finding(
+            "compiler", "C compiler", "info", f"no {missing} compiler (nothing installed here needs one)"
+        )
+    return Finding(
+        "no-compiler",
+        "C compiler",
+        "warn",
+        f"no {missing} compiler on PATH (nor CC/CXX): {'; '.join(hurt)} with 'Failed to find C compiler'",
+        "install one: 'apt-get install -y gcc g++' (Debian/Ubuntu; the cudalab image has them), "
+        "'dnf install gcc gcc-c++', or set CC and CXX to a compiler",
+    )
+
+
 def rule_torch_cuda(v: _View) -> Finding | None:
     if not v.torch_imported or v.torch_cuda is None:
         return None
@@ -777,6 +808,7 @@ RULES: tuple[Rule, ...] = (
     rule_lib_shadowing,
     rule_mixed_cuda_wheels,
     rule_shm,
+    rule_compiler,
     rule_torch_cuda,
 )
 

@@ -41,6 +41,7 @@ VALUE_TYPES: dict[str, dict[str, tuple[type | None, ...]]] = {
     "nvml": {"gpus": (list,), "driver_version": (str, None)},
     "visible_devices": {},
     "shm": {"total_bytes": (int, None)},
+    "compilers": {"cc": (str, None), "cxx": (str, None), "triton": (bool, None)},
     "nvidia_wheels": {"wheels": (list,)},
     "ld_library_path": {"entries": (list,)},
     "torch": {

@@ -387,6 +387,33 @@ def probe_shm() -> Probe:
     return _timed("shm", "os.statvfs('/dev/shm')", run)
 
 
+def probe_compilers(environ: Mapping[str, str]) -> Probe:
+    """The C and C++ compilers Triton and torch.compile would find (``CC``/``CXX``, else the usual
+    names on PATH), and whether Triton is installed (found, not imported)."""
+
+    def run() -> tuple[bool, Any, str | None]:
+        import importlib.util
+        import shutil
+
+        def first(var: str, names: tuple[str, ...]) -> str | None:
+            given = environ.get(var)
+            if given:
+                return shutil.which(given) or (given if os.access(given, os.X_OK) else None)
+            return next((found for n in names if (found := shutil.which(n))), None)
+
+        return (
+            True,
+            {
+                "cc": first("CC", ("cc", "gcc", "clang")),
+                "cxx": first("CXX", ("c++", "g++", "clang++")),
+                "triton": importlib.util.find_spec("triton") is not None,
+            },
+            None,
+        )
+
+    return _timed("compilers", "CC/CXX, PATH; importlib.util.find_spec('triton')", run)
+
+
 def wheel_cuda_major(name: str, version: str) -> int | None:
     """CUDA major a ``nvidia-*`` wheel belongs to: from a ``-cuNN`` suffix, else from the version of the
     toolkit components whose version tracks CUDA's (``nvidia-cublas 13.1`` -> 13); None otherwise."""
@@ -572,6 +599,7 @@ def collect(import_torch: bool | None = None, environ: Mapping[str, str] | None 
         probe_nvml(),
         probe_visible_devices(env),
         probe_shm(),
+        probe_compilers(env),
         probe_nvidia_wheels(),
         probe_ld_library_path(env),
     ):
