@@ -63,3 +63,24 @@ def test_fingerprint_records_only_relevant_environment(tmp_path: Path) -> None:
 def test_fingerprint_package_switch(packages: bool, tmp_path: Path) -> None:
     fp = fingerprint(tmp_path, packages=packages)
     assert ("packages" in fp) is packages and len(fp["packages_sha256"]) == 64
+
+
+def test_pinned_drift_names_what_a_user_installed_over_the_pinned_stack(tmp_path: Path) -> None:
+    from cudalab.env.fingerprint import pinned_drift
+
+    pins = tmp_path / "constraints.txt"
+    pins.write_text("# the image's pins\nnumpy==2.3.1\nrich==14.0.0\ntorch==2.11.0\n")
+    installed = [
+        "cudalab==0.1.0",
+        "numpy==2.4.0",
+        "nvidia-cublas==13.0.0.19",
+        "requests==2.34.2",
+        "torch==2.11.0",
+    ]
+    d = pinned_drift(installed, pins)
+    assert d == {"file": str(pins), "changed": ["numpy 2.3.1 -> 2.4.0"], "added": ["requests==2.34.2"],
+                 "removed": ["rich==14.0.0"]}  # fmt: skip
+    assert pinned_drift(installed, None) is None
+    assert pinned_drift(installed, tmp_path / "none.txt")["error"]  # type: ignore[index]
+    fp = fingerprint(environ={"CUDALAB_PINNED": str(pins)}, packages=False)
+    assert fp["pinned"]["file"] == str(pins) and "changed" in fp["pinned"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -42,6 +43,32 @@ def installed_packages() -> list[str]:
         if name:
             seen.setdefault(name.lower().replace("_", "-"), f"{name}=={dist.version}")
     return [seen[k] for k in sorted(seen)]
+
+
+#: Installed alongside a pinned stack without a pin of their own: CUDA's wheels (torch's pin decides
+#: them; ``make constraints`` leaves them out) and cudalab itself.
+UNPINNED = re.compile(r"^(nvidia-(?!ml-py)|triton$|cuda-(bindings|pathfinder|toolkit)$|cudalab$)")
+
+
+def pinned_drift(packages: list[str], pins_file: str | os.PathLike[str] | None) -> dict[str, Any] | None:
+    """How the installed packages differ from a pinned stack (``constraints.txt``; the image names its
+    own in ``$CUDALAB_PINNED``): ``changed`` ("name pinned -> installed"), ``added`` (installed, not
+    pinned) and ``removed`` (pinned, not installed). None without a pins file."""
+    if not pins_file:
+        return None
+    try:
+        text = Path(pins_file).read_text(encoding="utf-8")
+    except OSError as exc:
+        return {"file": str(pins_file), "error": exc.strerror or str(exc)}
+    pins = [line.split("#")[0].strip() for line in text.splitlines()]
+    diff = package_diff([p for p in pins if "==" in p], packages)
+    keep = [(n, a, b) for n, a, b in diff if not UNPINNED.match(n)]
+    return {
+        "file": str(pins_file),
+        "changed": [f"{n} {a} -> {b}" for n, a, b in keep if a != "-" and b != "-"],
+        "added": [f"{n}=={b}" for n, a, b in keep if a == "-"],
+        "removed": [f"{n}=={a}" for n, a, b in keep if b == "-"],
+    }
 
 
 def packages_hash(packages: list[str]) -> str:
@@ -143,6 +170,7 @@ def fingerprint(
         "env": {k: v for k, v in sorted(env.items()) if k.startswith(RECORDED_ENV_PREFIXES)},
         "packages_sha256": packages_hash(pkgs),
         **({"packages": pkgs} if packages else {}),
+        "pinned": pinned_drift(pkgs, env.get("CUDALAB_PINNED")),
     }
 
 
