@@ -13,7 +13,7 @@ CUDA_VARIANT  ?= cu128
 EXTRAS        ?= radio,graph,vision,serve,lab
 IMAGE         ?= cudalab:$(VERSION)-torch$(word 1,$(subst ., ,$(TORCH_VERSION))).$(word 2,$(subst ., ,$(TORCH_VERSION)))-$(CUDA_VARIANT)
 
-.PHONY: demo test lint bench-doctor gpu-check clean constraints image image-check ssh-tools screenshots
+.PHONY: demo test lint bench-doctor gpu-check clean constraints image image-check image-test base-image ssh-tools screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -76,18 +76,51 @@ constraints: | $(BIN)/python
 	  | grep -v -P '^(nvidia-(?!ml-py)|triton==|cuda-(bindings|pathfinder|toolkit)==)'; } > constraints.txt.tmp
 	mv constraints.txt.tmp constraints.txt
 
-# Without an engine: would the image's Python (3.12, manylinux x86_64) find a wheel for every pin?
+# Without an engine: would the image's Python (Debian's 3.11, manylinux x86_64) find a wheel for every pin?
 image-check: | $(BIN)/python
 	grep -v -E '^(#|torch==)' constraints.txt > .image-reqs.tmp
 	$(BIN)/python -m pip install -q --dry-run --no-deps --ignore-installed --only-binary=:all: \
-	  --python-version 3.12 --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
+	  --python-version 3.11 --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
 	  --target .image-check.tmp -r .image-reqs.tmp; rc=$$?; rm -rf .image-reqs.tmp .image-check.tmp; exit $$rc
 
+# The container engine: Docker when its daemon answers, else Podman (as root on hosts whose cgroups
+# crun refuses: runc and cgroupfs). ENGINE=docker|podman overrides.
+ENGINE      ?= $(shell if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then echo docker; \
+                 elif command -v podman >/dev/null 2>&1; then echo podman; else echo docker; fi)
+ENGINE_ARGS ?= $(if $(filter podman,$(ENGINE)),--runtime runc --cgroup-manager cgroupfs,)
+# The Dockerfile's base, made here from Debian's packages when no registry is reachable.
+BASE_IMAGE  ?= docker.io/library/debian:bookworm-slim
+DEBIAN_MIRROR ?= http://deb.debian.org/debian
+# torch's index: PyTorch's for the variant; TORCH_INDEX=https://pypi.org/simple takes PyPI's (cu130).
+TORCH_INDEX ?= https://download.pytorch.org/whl/$(CUDA_VARIANT)
+# A TLS-intercepting proxy's CA bundle, given to the build as a secret (never in a layer).
+CA_BUNDLE   ?=
+comma := ,
+
 image:
-	docker build -f docker/Dockerfile -t $(IMAGE) \
+	$(ENGINE) $(ENGINE_ARGS) build --network host -f docker/Dockerfile -t $(IMAGE) \
 	  --build-arg CUDALAB_VERSION=$(VERSION) --build-arg TORCH_VERSION=$(TORCH_VERSION) \
-	  --build-arg CUDA_VARIANT=$(CUDA_VARIANT) --build-arg EXTRAS=$(EXTRAS) .
+	  --build-arg CUDA_VARIANT=$(CUDA_VARIANT) --build-arg TORCH_INDEX=$(TORCH_INDEX) \
+	  --build-arg EXTRAS=$(EXTRAS) $(if $(CA_BUNDLE),--secret id=ca_bundle$(comma)src=$(CA_BUNDLE),) .
 	@echo "built $(IMAGE)"
+
+# debian:bookworm-slim from Debian's packages (mmdebstrap, about 2 minutes), under the name users pull.
+base-image:
+	@command -v mmdebstrap >/dev/null || { echo "needs mmdebstrap (apt-get install mmdebstrap)"; exit 2; }
+	mmdebstrap --quiet --variant=minbase --include=ca-certificates \
+	  --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
+	  --dpkgopt='path-exclude=/usr/share/locale/*' bookworm - $(DEBIAN_MIRROR) \
+	  | $(ENGINE) $(ENGINE_ARGS) import --change 'CMD ["bash"]' - $(BASE_IMAGE)
+
+# Build the image here and run the image tests against a container of it (tests/lab/test_image.py,
+# marker `image`): make image-test [CUDA_VARIANT=cu130 TORCH_INDEX=https://pypi.org/simple CA_BUNDLE=...]
+image-test: $(VENV)/.installed-dev
+	@$(ENGINE) $(ENGINE_ARGS) image exists $(BASE_IMAGE) 2>/dev/null || $(ENGINE) $(ENGINE_ARGS) image inspect $(BASE_IMAGE) >/dev/null 2>&1 \
+	  || $(MAKE) base-image
+	/usr/bin/time -f "image built in %e s" $(MAKE) image
+	@$(ENGINE) $(ENGINE_ARGS) image inspect $(IMAGE) --format 'image size {{.Size}} bytes'
+	CUDALAB_TEST_IMAGE=$(IMAGE) CUDALAB_TEST_ENGINE="$(ENGINE) $(ENGINE_ARGS)" \
+	  $(BIN)/python -m pytest -m image -p no:cacheprovider tests/lab/test_image.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

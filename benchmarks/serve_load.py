@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fastapi import Request
 
 DATA = (
     Path(os.environ.get("CUDALAB_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "vision"
@@ -70,11 +71,24 @@ def make_artefact(out: Path, fmt: str) -> Path:
     return out
 
 
-def start(argv: list[str], port: int) -> subprocess.Popen[bytes]:
+def split_cpus() -> tuple[set[int], set[int]]:
+    """(the load generator's cores, the server's): a quarter (at least one) for the generator, so that
+    the server under test never competes with its own load for a core (on 2 cores: one each)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return set(cpus), set(cpus)
+    k = max(1, len(cpus) // 4)
+    return set(cpus[:k]), set(cpus[k:])
+
+
+def start(argv: list[str], port: int, cpus: set[int]) -> subprocess.Popen[bytes]:
     import httpx
 
     env = {**os.environ, "PYTHONPATH": str(HERE.parents[1] / "src")}
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: os.sched_setaffinity(0, cpus),
+    )  # fmt: skip
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
@@ -134,6 +148,10 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--device", default="cpu")
     p.add_argument(
+        "--serve-args", default="", help="Extra options of `cudalab serve` (e.g. '--max-batch 16')."
+    )
+    p.add_argument("--servers", default="cudalab,reference")
+    p.add_argument(
         "--format",
         default="onnx",
         choices=("onnx", "torch-export"),
@@ -149,6 +167,7 @@ def main() -> None:
     if a.quick:
         a.concurrency, a.seconds = "1,8", 2.0
     levels = [int(c) for c in a.concurrency.split(",")]
+    client_cpus, server_cpus = split_cpus()
     images = sample_jpegs()
     with tempfile.TemporaryDirectory() as tmp:
         artefact = a.artefact or make_artefact(Path(tmp) / "artefact", a.format)
@@ -156,12 +175,15 @@ def main() -> None:
         results: dict[str, dict[int, dict[str, Any]]] = {}
         servers = {
             "cudalab": [sys.executable, "-m", "cudalab", "serve", str(artefact), "--device", a.device,
-                        "--log-level", "warning"],
+                        "--log-level", "warning", *a.serve_args.split()],
             "reference": [sys.executable, str(HERE), "--reference-server", str(artefact), "--device", a.device],
         }  # fmt: skip
         for name, argv in servers.items():
+            if name not in a.servers.split(","):
+                continue
             port = free_port()
-            proc = start([*argv, "--port", str(port)], port)
+            proc = start([*argv, "--port", str(port)], port, server_cpus)
+            os.sched_setaffinity(0, client_cpus)
             try:
                 url = f"http://127.0.0.1:{port}/predict"
                 asyncio.run(load(url, images, 1, min(1.0, a.seconds)))  # warm-up
@@ -174,8 +196,11 @@ def main() -> None:
             finally:
                 proc.terminate()
                 proc.wait(timeout=60)
+        if set(results) != set(servers):
+            return
         emit({
-            "benchmark": "serve_load_summary", "device": a.device, "cpus": len(os.sched_getaffinity(0)),
+            "benchmark": "serve_load_summary", "device": a.device,
+            "client_cpus": sorted(client_cpus), "server_cpus": sorted(server_cpus),
             "seconds_per_level": a.seconds,
             "throughput_ratio": {c: results["cudalab"][c]["throughput_rps"] / max(results["reference"][c]["throughput_rps"], 1e-9)
                                  for c in levels},
@@ -188,13 +213,13 @@ def reference_server(artefact: Path, port: int, device: str) -> None:
     import io
 
     import uvicorn
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
     from PIL import Image
 
     from cudalab.serve.export import Runner
 
     meta = json.loads((artefact / "model.json").read_text())
-    runner = Runner(artefact / meta["file"], meta["format"], device)
+    runner = Runner(artefact / meta["file"], meta["format"], device, threads=len(os.sched_getaffinity(0)))
     size, classes = int(meta["image_size"]), meta["classes"]
     app = FastAPI()
 

@@ -46,8 +46,10 @@ def installed_packages() -> list[str]:
 
 
 #: Installed alongside a pinned stack without a pin of their own: CUDA's wheels (torch's pin decides
-#: them; ``make constraints`` leaves them out) and cudalab itself.
-UNPINNED = re.compile(r"^(nvidia-(?!ml-py)|triton$|cuda-(bindings|pathfinder|toolkit)$|cudalab$)")
+#: them; ``make constraints`` leaves them out), cudalab itself, and the venv's own pip and setuptools.
+UNPINNED = re.compile(
+    r"^(nvidia-(?!ml-py)|triton$|cuda-(bindings|pathfinder|toolkit)$|cudalab$|pip$|setuptools$|wheel$)"
+)
 
 
 def pinned_drift(packages: list[str], pins_file: str | os.PathLike[str] | None) -> dict[str, Any] | None:

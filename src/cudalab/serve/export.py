@@ -158,7 +158,7 @@ def export_program(model: nn.Module, fmt: Format, path: Path, size: int) -> None
 class Runner:
     """An artefact's program, callable on a float32 N x 3 x S x S array: logits as float32."""
 
-    def __init__(self, path: Path, fmt: Format, device: str = "cpu") -> None:
+    def __init__(self, path: Path, fmt: Format, device: str = "cpu", threads: int = 0) -> None:
         self.fmt, self.device = fmt, device
         if fmt == "onnx":
             import onnxruntime as ort
@@ -168,9 +168,15 @@ class Runner:
                 providers.insert(0, "CUDAExecutionProvider")
             options = ort.SessionOptions()
             options.log_severity_level = 3
+            # idle threads sleep rather than spin: a server's event loop shares the cores with them
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            if threads:
+                options.intra_op_num_threads = threads
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         else:
             self.module = torch.export.load(str(path)).module().to(device)
+            if threads and device == "cpu":
+                torch.set_num_threads(threads)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         if self.fmt == "onnx":

@@ -61,7 +61,9 @@ class ServeConfig:
     """How the server batches and what it accepts."""
 
     max_batch: int = 64
-    max_wait_ms: float = 2.0
+    max_wait_ms: float = 0.0
+    """How long a batch waits for more images once the model is free; 0: it runs at once with what
+    queued while the previous batch ran (batches grow with the load, never with added latency)."""
     queue_size: int = 1024
     """Images waiting at most; a request that would overflow the queue is answered 503."""
     timeout_ms: float = 5000.0
@@ -112,7 +114,7 @@ class Artefact:
         return int(self.meta["image_size"])
 
 
-def load_artefact(path: Path, device: str = "cpu") -> Artefact:
+def load_artefact(path: Path, device: str = "cpu", threads: int = 0) -> Artefact:
     """Load an artefact folder written by ``cudalab export`` (or the program file inside one)."""
     from cudalab.serve.export import ARTEFACT_JSON, FORMATS, Runner
 
@@ -127,7 +129,7 @@ def load_artefact(path: Path, device: str = "cpu") -> Artefact:
         fmt = meta["format"]
         if fmt not in FORMATS:
             raise ValueError(f"unknown format {fmt!r}")
-        runner = Runner(folder / meta["file"], fmt, device)
+        runner = Runner(folder / meta["file"], fmt, device, threads)
         _ = meta["classes"], int(meta["image_size"])
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise CudalabError(f"{meta_path}: cannot load the model ({str(exc).splitlines()[0]})") from None
@@ -308,6 +310,29 @@ class Batcher:
 # -- the app ---------------------------------------------------------------------------------------
 
 
+class StatusCounter:
+    """Counts answers by path and status (plain ASGI: Starlette's ``BaseHTTPMiddleware`` costs about a
+    millisecond a request)."""
+
+    PATHS = frozenset({"/predict", "/healthz", "/metrics"})
+
+    def __init__(self, app: Any, counter: Any) -> None:
+        self.app, self.counter = app, counter
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"] if scope["path"] in self.PATHS else "other"
+
+        async def counted(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                self.counter.labels(path, str(message["status"])).inc()
+            await send(message)
+
+        await self.app(scope, receive, counted)
+
+
 def create_app(artefact: Artefact, cfg: ServeConfig | None = None) -> Any:
     """The FastAPI application serving ``artefact``."""
     cfg = cfg or ServeConfig()
@@ -359,12 +384,7 @@ def create_app(artefact: Artefact, cfg: ServeConfig | None = None) -> Any:
         lifespan=lifespan,
     )
 
-    @app.middleware("http")
-    async def count(request: Request, call_next: Callable[[Request], Any]) -> Any:
-        response = await call_next(request)
-        path = request.url.path if request.url.path in ("/predict", "/healthz", "/metrics") else "other"
-        requests.labels(path, str(response.status_code)).inc()
-        return response
+    app.add_middleware(StatusCounter, counter=requests)
 
     @app.exception_handler(BadInputError)
     async def bad_input(request: Request, exc: BadInputError) -> JSONResponse:
