@@ -76,11 +76,11 @@ constraints: | $(BIN)/python
 	  | grep -v -P '^(nvidia-(?!ml-py)|triton==|cuda-(bindings|pathfinder|toolkit)==)'; } > constraints.txt.tmp
 	mv constraints.txt.tmp constraints.txt
 
-# Without an engine: would the image's Python (Debian's 3.11, manylinux x86_64) find a wheel for every pin?
+# Without an engine: would the image's Python (Debian bookworm's 3.11.2, manylinux x86_64) find a wheel for every pin?
 image-check: | $(BIN)/python
 	grep -v -E '^(#|torch==)' constraints.txt > .image-reqs.tmp
 	$(BIN)/python -m pip install -q --dry-run --no-deps --ignore-installed --only-binary=:all: \
-	  --python-version 3.11 --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
+	  --python-version 3.11.2 --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
 	  --target .image-check.tmp -r .image-reqs.tmp; rc=$$?; rm -rf .image-reqs.tmp .image-check.tmp; exit $$rc
 
 # The container engine: Docker when its daemon answers, else Podman (as root on hosts whose cgroups
@@ -88,6 +88,8 @@ image-check: | $(BIN)/python
 ENGINE      ?= $(shell if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then echo docker; \
                  elif command -v podman >/dev/null 2>&1; then echo podman; else echo docker; fi)
 ENGINE_ARGS ?= $(if $(filter podman,$(ENGINE)),--runtime runc --cgroup-manager cgroupfs,)
+# Podman writes OCI images by default, which have no SHELL or HEALTHCHECK: ask for Docker's format.
+BUILD_ARGS  ?= $(if $(filter podman,$(ENGINE)),--format docker,)
 # The Dockerfile's base, made here from Debian's packages when no registry is reachable.
 BASE_IMAGE  ?= docker.io/library/debian:bookworm-slim
 DEBIAN_MIRROR ?= http://deb.debian.org/debian
@@ -98,7 +100,7 @@ CA_BUNDLE   ?=
 comma := ,
 
 image:
-	$(ENGINE) $(ENGINE_ARGS) build --network host -f docker/Dockerfile -t $(IMAGE) \
+	$(ENGINE) $(ENGINE_ARGS) build $(BUILD_ARGS) --network host -f docker/Dockerfile -t $(IMAGE) \
 	  --build-arg CUDALAB_VERSION=$(VERSION) --build-arg TORCH_VERSION=$(TORCH_VERSION) \
 	  --build-arg CUDA_VARIANT=$(CUDA_VARIANT) --build-arg TORCH_INDEX=$(TORCH_INDEX) \
 	  --build-arg EXTRAS=$(EXTRAS) $(if $(CA_BUNDLE),--secret id=ca_bundle$(comma)src=$(CA_BUNDLE),) .

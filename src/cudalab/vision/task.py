@@ -262,10 +262,15 @@ class ImageClassification:
         return model.to(memory_format=self.memory_format)
 
     def _whitening_sample(self) -> torch.Tensor:
+        """Up to 5,000 training images drawn across every class (the files are sorted by class)."""
+        n = len(self.data.train)
+        pick = torch.randperm(n, generator=generator(self.seed))[: min(n, 5000)].sort().values
         if self.data.train_images is not None:
-            images = self.data.train_images[:5000]
+            images = self.data.train_images[pick]
         else:
-            images = vdata.decode_all(self.data.train.files[:2000], self.data.size)
+            images = vdata.decode_all(
+                [self.data.train.files[i] for i in pick[:2000].tolist()], self.data.size
+            )
         return images.float() / 255
 
     def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
