@@ -99,3 +99,47 @@ def test_two_gloo_processes_under_torchrun(proteomes: Path, tmp_path: Path) -> N
     assert train and all(r["train/tokens_per_s"] > 0 for r in train)
     (last,) = [r for r in records if "eval/val_loss" in r]
     assert 1.0 < last["eval/val_perplexity"] < 30.0  # 20 letters are about equally likely at the start
+
+
+def test_a_run_killed_with_sigkill_resumes_to_the_bit_identical_model(
+    proteomes: Path, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo / "src")}
+    base = [sys.executable, "-m", "cudalab", "train", "protein", "--data", str(proteomes), "--runs", str(tmp_path),
+            *ARGS, "--set", "train.max_steps=10", "--set", "train.checkpoint_every=2"]  # fmt: skip
+    whole = subprocess.run([*base, "--run-id", "whole"], env=env, capture_output=True, text=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    argv = [*base, "--run-id", "killed"]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpts = tmp_path / "protein" / "killed" / "seed-0" / "checkpoints"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not list(ckpts.glob("step-000000004.pt")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (tmp_path / "protein" / "killed" / "summary.json").exists()  # it died mid-run
+    again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "resumed" in again.stderr, again.stderr[-2000:]
+
+    def last_model(run: str) -> dict[str, torch.Tensor]:
+        path = tmp_path / "protein" / run / "seed-0" / "checkpoints" / "step-000000010.pt"
+        return torch.load(path, map_location="cpu", weights_only=False)["model"]
+
+    a, b = last_model("whole"), last_model("killed")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    def timeless(run: str) -> list[dict]:
+        drop = ("time_s", "train/tokens_per_s", "train/mfu")
+        return [{k: v for k, v in r.items() if k not in drop} for r in _metrics(tmp_path / "protein" / run)]
+
+    assert timeless("killed") == timeless("whole")
