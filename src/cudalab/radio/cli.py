@@ -613,3 +613,79 @@ def export_classifier(
         f"card: {out.parent / 'MODEL_CARD.md'}"
     )
     raise typer.Exit(ExitCode.OK)
+
+
+def _birdies(path: Path | None) -> tuple[tuple[float, float], ...]:
+    """A birdie list: one ``frequency_hz [half_width_hz]`` per line ('#' comments; 0.01 Hz wide by default)."""
+    if path is None:
+        return ()
+    out = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise CudalabError(f"{path}: cannot read it ({exc.strerror})") from None
+    for n, line in enumerate(lines, 1):
+        fields = line.split("#")[0].split()
+        if not fields:
+            continue
+        try:
+            values = [float(v) for v in fields]
+        except ValueError:
+            raise CudalabError(
+                f"{path}: line {n}: not 'frequency_hz [half_width_hz]': {line.strip()!r}"
+            ) from None
+        if len(values) > 2 or values[0] <= 0 or (len(values) == 2 and values[1] <= 0):
+            raise CudalabError(f"{path}: line {n}: give a positive frequency and half-width in Hz")
+        out.append((values[0], values[1] if len(values) == 2 else 0.01))
+    return tuple(out)
+
+
+@app.command()
+def periodic(
+    path: Annotated[
+        Path, typer.Argument(help="A filterbank (SIGPROC, PSRFITS) or a time series (.tim, PRESTO .dat).")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="The run folder (replaced if it holds a previous one).")
+    ] = Path("periodic-out"),
+    dm_min: Annotated[float, typer.Option(help="Smallest DM, pc cm^-3 (filterbanks).")] = 0.0,
+    dm_max: Annotated[
+        float, typer.Option(help="Largest DM, pc cm^-3 (filterbanks; capped by the file).")
+    ] = 1000.0,
+    sigma: Annotated[
+        float, typer.Option(help="Fourier candidates at least this significant, after trials.")
+    ] = 6.0,
+    fold: Annotated[int, typer.Option("--fold", min=0, help="Candidates folded (the most significant).")] = 5,
+    f_min: Annotated[float, typer.Option("--f-min", help="Lowest spin frequency searched, Hz.")] = 0.5,
+    birdies: Annotated[
+        Path | None, typer.Option(help="Frequencies to zap: 'frequency_hz [half_width_hz]' per line.")
+    ] = None,
+    device: Annotated[DeviceChoice | None, typer.Option(help="auto (GPU when usable), cuda or cpu.")] = None,
+) -> None:
+    """Search for pulsars: FFT, harmonic sums, sifting, and folding of the best candidates (docs/radio.md)."""
+    from cudalab.env.device import resolve_device
+    from cudalab.radio.periodic.pipeline import PeriodicJob, run_periodic
+    from cudalab.radio.periodic.search import PeriodicConfig
+
+    if dm_max < dm_min or dm_min < 0:
+        raise CudalabError(f"--dm-min {dm_min} / --dm-max {dm_max}: need 0 <= dm_min <= dm_max")
+    dev, _ = resolve_device((device or DeviceChoice.auto).value)
+    job = PeriodicJob(dm_min=dm_min, dm_max=dm_max, fold=fold,
+                      search=PeriodicConfig(sigma=sigma, f_min=f_min, birdies=_birdies(birdies)))  # fmt: skip
+    console = Console(stderr=True)
+    try:
+        summary = run_periodic(path, out, job, dev)
+    except ValueError as exc:
+        raise _value_error(exc) from None
+    best = summary["best"]
+    console.print(
+        f"[bold]periodic[/]   {summary['dm_trials']} DM trials, {summary['fourier_candidates']} Fourier candidates, "
+        f"{summary['candidates']} after sifting, {summary['seconds']:.1f} s",
+        highlight=False,
+    )
+    if best:
+        console.print(
+            f"[bold]best[/]       P {best['period_ms']:.6f} ms, DM {best['dm']:.2f}, folded S/N {best['snr']:.1f}"
+        )
+    console.print(f"[bold]report[/]     {out / 'report.html'}", highlight=False)
+    raise typer.Exit(ExitCode.OK)

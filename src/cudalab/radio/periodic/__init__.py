@@ -1,0 +1,1 @@
+"""The pulsar search: Fourier search with harmonic sums, sifting, and folding (``cudalab radio periodic``)."""

@@ -1,0 +1,355 @@
+"""``cudalab radio periodic FILE``: the pulsar search as a job, from a file to a run folder.
+
+1. A filterbank is dedispersed over the DM trials of :func:`cudalab.radio.dedispersion.plan.make_plan`
+   (heimdall's grid, no time scrunching: a periodic signal needs every sample) with the search's own
+   dedisperser; a time series (SIGPROC ``.tim``, PRESTO ``.dat``) is its one trial at its DM.
+2. The Fourier search and sifting of :mod:`cudalab.radio.periodic.search` (every trial at once).
+3. The best ``fold`` candidates are folded on the data: the DM refined over the neighbouring trials
+   (by the folded chi-square), the true period chosen among the candidate's multiples, then the period
+   optimised; phase-time sub-integrations, and phase-frequency sub-bands for a filterbank.
+4. The run folder: ``candidates.csv`` (every sifted candidate; the folded ones with their fold),
+   ``folds/cand_NN.png`` (prepfold's layout), ``folds/cand_NN.npz`` (profile, sub-integrations,
+   sub-bands and the fold's parameters: numpy arrays, as no maintained Python writer of PSRCHIVE's
+   format exists), ``report.html``, and the run's config and manifest. Written atomically.
+
+Not yet here (issue 19): the acceleration search for binary pulsars, and riptide's FFA beside it in a
+benchmark.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from cudalab._io import atomic_write_bytes, atomic_write_text
+from cudalab.radio.io.observation import open_observation
+from cudalab.radio.periodic.fold import Fold, fold, optimise, prepare, true_period
+from cudalab.radio.periodic.search import PeriodCandidate, PeriodicConfig, fourier_candidates, sift
+from cudalab.runs.rundir import RunDir, now, staged
+
+KIND = "radio-periodic"
+OWNED = ("candidates.csv", "manifest.json")
+MAX_SERIES_BYTES = 4 << 30
+"""Dedispersed series held in memory at most (DM trials x samples x 4 bytes)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodicJob:
+    """``cudalab radio periodic``'s settings."""
+
+    dm_min: float = 0.0
+    dm_max: float = 1000.0
+    fold: int = 5
+    """Candidates folded (the most significant)."""
+    nbins: int = 64
+    search: PeriodicConfig = field(default_factory=PeriodicConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class Folded:
+    cand: PeriodCandidate
+    fold: Fold
+    subbands: NDArray[np.float64] | None
+    dm_curve: list[tuple[float, float]]
+    period_curve: list[tuple[float, float]]
+
+
+def dedispersed(
+    path: Path, job: PeriodicJob, device: torch.device
+) -> tuple[Any, torch.Tensor, NDArray[np.float64], Any]:
+    """(header, series ``(ndm, n)``, DMs, the observation) of a file (see the module)."""
+    from cudalab.radio.dedispersion.direct import dedisperse
+    from cudalab.radio.dedispersion.plan import make_plan
+
+    obs = open_observation(path)
+    h = obs.header
+    if h.is_time_series:
+        return h, torch.from_numpy(obs.read()).to(device), np.array([float(h.refdm or 0.0)]), obs
+    plan = make_plan(h, job.dm_min, min(job.dm_max, _dm_limit(h)), scrunch=False)
+    nout = h.nsamples - plan.max_delay
+    if nout < 1024:
+        raise ValueError(
+            f"{path}: {h.nsamples} samples, too few for DMs up to {job.dm_max} (delay {plan.max_delay})"
+        )
+    if len(plan.dms) * nout * 4 > MAX_SERIES_BYTES:
+        raise ValueError(
+            f"{path}: {len(plan.dms)} DM trials x {nout} samples exceed {MAX_SERIES_BYTES >> 30} GiB; narrow the DM range"
+        )
+    data = cleaned(obs, device)
+    series = clip(dedisperse(data, torch.from_numpy(plan.delays).to(device), nout))
+    return h, series, plan.dms, obs
+
+
+def cleaned(obs: Any, device: torch.device) -> torch.Tensor:
+    """The whole filterbank cleaned as the single-pulse search cleans a block (channels normalised,
+    bad channels and narrowband impulses masked), without zero-DM: it would take a slow pulsar of low
+    DM with the broadband interference. Kept on the observation for the folds."""
+    from cudalab.radio.rfi import RfiConfig, clean_block
+
+    cached = getattr(obs, "_periodic_clean", None)
+    if cached is not None and cached.device == device:
+        return cached
+    h = obs.header
+    if h.nchans * h.nsamples * 4 > MAX_SERIES_BYTES:
+        raise ValueError(
+            f"{h.path}: {h.nchans} channels x {h.nsamples} samples exceed {MAX_SERIES_BYTES >> 30} GiB"
+        )
+    data = torch.from_numpy(obs.read()).to(device)
+    out = clean_block(data, replace(RfiConfig(), zero_dm=False), tsamp_s=h.tsamp_s, inplace=True).data
+    obs._periodic_clean = out
+    return out
+
+
+def clip(series: torch.Tensor, threshold: float = 6.0) -> torch.Tensor:
+    """Each dedispersed series with samples beyond ``threshold`` robust sigmas set to its median (what
+    is left of broadband impulses: one pulsar pulse spread over its width stays far below), in place."""
+    from cudalab.radio.rfi import robust_location_scale
+
+    loc, scale = robust_location_scale(series[:, :: max(1, series.shape[1] // 65536)])
+    series.sub_(loc).div_(scale.clamp_min(1e-6))
+    series[series.abs() > threshold] = 0.0
+    return series
+
+
+def _dm_limit(h: Any) -> float:
+    """The largest DM whose sweep leaves half the observation."""
+    from cudalab.radio.constants import DM_CONSTANT
+
+    span = DM_CONSTANT * (h.fmin_mhz**-2 - h.fmax_mhz**-2)
+    return 0.5 * h.nsamples * h.tsamp_s / span
+
+
+def _series_at(
+    obs: Any, dm: float, nchans_per_sub: int | None = None
+) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
+    """The series dedispersed at ``dm`` (and per sub-band when asked): numpy, float64."""
+    from cudalab.radio.constants import DM_CONSTANT, dispersion_delay_s
+    from cudalab.radio.dedispersion.direct import dedisperse
+
+    h = obs.header
+    shift = np.rint(dispersion_delay_s(dm, h.freqs_mhz, h.fmax_mhz, DM_CONSTANT) / h.tsamp_s).astype(np.int64)
+    data = cleaned(obs, torch.device("cpu"))
+    nout = h.nsamples - int(shift.max())
+    delays = torch.from_numpy(shift[None, :])
+    total = clip(dedisperse(data, delays, nout))[0].double().numpy()
+    subs = None
+    if nchans_per_sub:
+        rows = []
+        for lo in range(0, h.nchans, nchans_per_sub):
+            w = torch.zeros(h.nchans)
+            w[lo : lo + nchans_per_sub] = 1
+            rows.append(clip(dedisperse(data, delays, nout, weights=w))[0].double().numpy())
+        subs = np.stack(rows)
+    return total, subs
+
+
+def _peak(x: list[float], y: list[float]) -> float:
+    """Where a parabola through the highest point and its neighbours peaks (the highest point at an end)."""
+    k = int(np.argmax(y))
+    if 0 < k < len(y) - 1:
+        a, b, _ = np.polyfit(x[k - 1 : k + 2], y[k - 1 : k + 2], 2)
+        if a < 0:
+            return float(np.clip(-b / (2 * a), x[k - 1], x[k + 1]))
+    return float(x[k])
+
+
+def fold_candidate(obs: Any, cand: PeriodCandidate, dms: NDArray[np.float64], job: PeriodicJob) -> Folded:
+    """Fold one candidate on the data (see the module)."""
+    h = obs.header
+    if h.is_time_series:
+        x = prepare(obs.read()[0], h.tsamp_s)
+        dm_curve = [(cand.dm, float("nan"))]
+        dm = cand.dm
+    else:
+        # refine the DM: fold at the trials around the best one, keep the highest chi-square
+        i = cand.dm_index
+        trial_dms = np.linspace(dms[max(0, i - 3)], dms[min(len(dms) - 1, i + 3)], 13)
+        dm_curve = []
+        for d in trial_dms:
+            s, _ = _series_at(obs, float(d))
+            f = fold(prepare(s, h.tsamp_s), h.tsamp_s, cand.period_s, nbins=job.nbins, nsub=8)
+            dm_curve.append((float(d), f.chi2_r))
+        dm = _peak([d for d, _ in dm_curve], [c for _, c in dm_curve])
+        s, _ = _series_at(obs, dm)
+        x = prepare(s, h.tsamp_s)
+    period = true_period(x, h.tsamp_s, cand.period_s, nbins=job.nbins)
+    f = optimise(x, h.tsamp_s, period, nbins=job.nbins, pdots=5)
+    tobs = len(x) * h.tsamp_s
+    dp = f.period_s**2 / tobs * 0.25
+    period_curve = [
+        (float(p), fold(x, h.tsamp_s, float(p), f.pdot, nbins=job.nbins, nsub=4).chi2_r)
+        for p in f.period_s + np.linspace(-8 * dp, 8 * dp, 33)
+    ]
+    subbands = None
+    if not h.is_time_series:
+        per = max(1, h.nchans // 16)
+        _, subs = _series_at(obs, dm, per)
+        assert subs is not None
+        subbands = np.stack(
+            [
+                fold(
+                    prepare(row, h.tsamp_s), h.tsamp_s, f.period_s, f.pdot, nbins=len(f.profile), nsub=1
+                ).profile
+                for row in subs
+            ]
+        )
+        if h.foff_mhz < 0:  # rows from the lowest frequency up, as the plot draws them
+            subbands = subbands[::-1].copy()
+    return Folded(replace(cand, dm=dm), replace(f, dm=dm), subbands, dm_curve, period_curve)
+
+
+def _png(fig: Any) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def plot_fold(fd: Folded, header: Any, title: str) -> bytes:
+    """prepfold's layout: two turns of the profile over phase-time (and phase-frequency), with the
+    chi-square against period and DM beside them and the fold's numbers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    f = fd.fold
+    nb = len(f.profile)
+    phase = np.arange(2 * nb) / nb
+    fig = plt.figure(figsize=(10, 7.5))
+    grid = fig.add_gridspec(3, 3, height_ratios=[1, 2.2, 1.2], width_ratios=[1.2, 1.2, 1])
+    ax = fig.add_subplot(grid[0, 0])
+    ax.plot(phase, np.tile(f.profile, 2), color="k", lw=1)
+    ax.set_xlim(0, 2)
+    ax.set_title("profile (2 turns)", fontsize=9)
+    ax.set_yticks([])
+    ax = fig.add_subplot(grid[1, 0])
+    ax.imshow(
+        np.tile(f.subints, 2), aspect="auto", origin="lower", cmap="Greys", extent=(0, 2, 0, len(f.subints))
+    )
+    ax.set_xlabel("phase")
+    ax.set_ylabel("sub-integration")
+    ax.set_title("phase-time", fontsize=9)
+    if fd.subbands is not None:
+        ax = fig.add_subplot(grid[1, 1])
+        ax.imshow(np.tile(fd.subbands, 2), aspect="auto", origin="lower", cmap="Greys",
+                  extent=(0, 2, header.fmin_mhz, header.fmax_mhz))  # fmt: skip
+        ax.set_xlabel("phase")
+        ax.set_ylabel("frequency (MHz)")
+        ax.set_title("phase-frequency", fontsize=9)
+    ax = fig.add_subplot(grid[2, 0])
+    pc = np.array(fd.period_curve)
+    ax.plot((pc[:, 0] - f.period_s) * 1e6, pc[:, 1], color="k")
+    ax.set_xlabel(f"period - {f.period_s * 1e3:.6f} ms (us)")
+    ax.set_ylabel("reduced chi2")
+    dc = np.array(fd.dm_curve)
+    if len(dc) > 1:
+        ax = fig.add_subplot(grid[2, 1])
+        ax.plot(dc[:, 0], dc[:, 1], "o-", color="k", ms=3)
+        ax.set_xlabel("DM (pc cm^-3)")
+        ax.set_ylabel("reduced chi2")
+    ax = fig.add_subplot(grid[:2, 2])
+    ax.axis("off")
+    c = fd.cand
+    text = (f"{title}\n\nP      {f.period_s * 1e3:.6f} ms\nPdot   {f.pdot:.3g}\nDM     {f.dm:.2f}\n"
+            f"chi2_r {f.chi2_r:.1f}\nS/N    {f.snr:.1f}\nduty   {f.duty:.3f}\n\nFourier: {c.sigma:.1f} sigma,\n"
+            f"{c.harmonics} harmonics,\nat {len(c.dms)} DM trial(s)")  # fmt: skip
+    ax.text(0, 1, text, va="top", family="monospace", fontsize=10)
+    fig.tight_layout()
+    return _png(fig)
+
+
+FIELDS = ("rank", "period_ms", "freq_hz", "dm", "fourier_sigma", "harmonics", "dm_hits", "folded_period_ms",
+          "pdot", "folded_dm", "chi2_r", "fold_snr", "duty")  # fmt: skip
+
+
+def write_candidates(out: Path, sifted: list[PeriodCandidate], folded: dict[int, Folded]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(FIELDS)
+    for i, c in enumerate(sifted):
+        fd = folded.get(i)
+        f = fd.fold if fd else None
+        w.writerow([i, f"{c.period_s * 1e3:.6f}", f"{c.freq_hz:.6f}", f"{c.dm:.2f}", f"{c.sigma:.2f}", c.harmonics,
+                    len(c.dms), f"{f.period_s * 1e3:.6f}" if f else "", f"{f.pdot:.3g}" if f else "",
+                    f"{f.dm:.2f}" if f else "", f"{f.chi2_r:.2f}" if f else "", f"{f.snr:.2f}" if f else "",
+                    f"{f.duty:.3f}" if f else ""])  # fmt: skip
+    atomic_write_text(out / "candidates.csv", buf.getvalue())
+
+
+def write_report(
+    out: Path, path: Path, sifted: list[PeriodCandidate], folded: dict[int, Folded], summary: dict[str, Any]
+) -> None:
+    rows = "".join(
+        f"<tr><td>{i}</td><td>{(fd.fold.period_s if fd else c.period_s) * 1e3:.6f}</td><td>{(fd.fold.dm if fd else c.dm):.2f}</td>"
+        f"<td>{c.sigma:.1f}</td><td>{c.harmonics}</td><td>{fd.fold.snr if fd else float('nan'):.1f}</td></tr>"
+        for i, (c, fd) in enumerate((c, folded.get(i)) for i, c in enumerate(sifted))
+    )
+    figs = "".join(
+        f'<h3>candidate {i}</h3><img src="folds/cand_{i:02d}.png" width="900">' for i in sorted(folded)
+    )
+    doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>cudalab periodic: {html.escape(path.name)}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1000px}}table{{border-collapse:collapse}}td,th{{padding:2px 10px;border-bottom:1px solid #ddd;text-align:right}}</style>
+</head><body><h1>Periodicity search: {html.escape(path.name)}</h1>
+<p>{summary["dm_trials"]} DM trials ({summary["dm_min"]:.1f}-{summary["dm_max"]:.1f}), {summary["samples"]} samples of
+{summary["tsamp_s"] * 1e6:.2f} us; {summary["fourier_candidates"]} Fourier candidates sifted to {len(sifted)}; {summary["seconds"]:.1f} s.</p>
+<table><tr><th>#</th><th>period (ms)</th><th>DM</th><th>Fourier sigma</th><th>harmonics</th><th>fold S/N</th></tr>{rows}</table>
+{figs}</body></html>"""
+    atomic_write_text(out / "report.html", doc)
+
+
+def run_periodic(path: Path, out: Path, job: PeriodicJob, device: torch.device) -> dict[str, Any]:
+    """Search ``path`` and write the run folder ``out`` (see the module); returns the summary."""
+    from cudalab.env.fingerprint import fingerprint
+
+    started, t0 = now(), time.perf_counter()
+    h, series, dms, obs = dedispersed(path, job, device)
+    n = series.shape[1] - series.shape[1] % 2
+    cands = fourier_candidates(series, h.tsamp_s, dms, job.search)
+    sifted = sift(cands, n * h.tsamp_s, len(dms), job.search)
+    del series
+    done = [fold_candidate(obs, c, dms, job) for c in sifted[: job.fold]]
+    done.sort(key=lambda fd: -fd.fold.snr)  # the folded ones first, by what folding shows
+    sifted = [fd.cand for fd in done] + sifted[job.fold :]
+    folded = dict(enumerate(done))
+    summary = {
+        "file": str(path), "dm_trials": len(dms), "dm_min": float(dms.min()), "dm_max": float(dms.max()),
+        "samples": int(n), "tsamp_s": h.tsamp_s, "fourier_candidates": len(cands), "candidates": len(sifted),
+        "seconds": time.perf_counter() - t0,
+        "best": {"period_ms": folded[0].fold.period_s * 1e3, "dm": folded[0].fold.dm, "snr": folded[0].fold.snr}
+        if folded else None,
+    }  # fmt: skip
+    with staged(out, owned=OWNED) as stage:
+        run = RunDir(stage)
+        run.start(job, kind=KIND, subject=path.name, seed=None, environment=fingerprint(), run_id=out.name,
+                  started_at=started, extra={"file": str(path), "device": str(device)})  # fmt: skip
+        write_candidates(stage, sifted, folded)
+        (stage / "folds").mkdir()
+        for i, fd in folded.items():
+            title = f"{path.name}: candidate {i}"
+            atomic_write_bytes(stage / "folds" / f"cand_{i:02d}.png", plot_fold(fd, h, title))
+            buf = io.BytesIO()
+            np.savez(buf, profile=fd.fold.profile, subints=fd.fold.subints,
+                     subbands=fd.subbands if fd.subbands is not None else np.zeros((0, 0)),
+                     meta=json.dumps({**asdict(fd.cand), "period_s": fd.fold.period_s, "pdot": fd.fold.pdot,
+                                      "dm": fd.fold.dm, "chi2_r": fd.fold.chi2_r, "snr": fd.fold.snr,
+                                      "tsamp_s": h.tsamp_s}))  # fmt: skip
+            atomic_write_bytes(stage / "folds" / f"cand_{i:02d}.npz", buf.getvalue())
+        write_report(stage, path, sifted, folded, summary)
+        run.finish(summary)
+    return summary
+
+
+__all__ = ["PeriodicJob", "fold_candidate", "run_periodic"]
