@@ -158,3 +158,11 @@ def test_serve_load_quick_loads_both_servers_without_errors(shared_data: Path) -
         "cudalab": 0,
         "reference": 0,
     }
+
+
+def test_radio_periodic_quick_reports_recovery_per_method() -> None:
+    records = _run("radio_periodic.py", "--quick")
+    cases = [r for r in records if r["benchmark"] == "radio_periodic_case"]
+    assert len(cases) == 2 and all(r["ours_found"] and 0.5 < r["ours_snr"] / r["snr"] < 1.3 for r in cases)
+    (summary,) = [r for r in records if r["benchmark"] == "radio_periodic" and r["method"] == "ours"]
+    assert summary["found_fraction"] == 1.0 and summary["realtime_factor"] > 0
