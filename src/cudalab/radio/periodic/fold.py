@@ -106,9 +106,12 @@ def optimise(
     steps: int = 21,
     pdots: int = 1,
 ) -> Fold:
-    """The fold of highest chi-square over a grid of periods around ``period_s`` (+- 2 phase bins'
-    drift over the observation) and, when ``pdots > 1``, of period derivatives."""
+    """The fold of highest chi-square around ``period_s``: first over +- one Fourier bin (a turn of
+    drift over the observation, where the spectrum left the period) with 16 phase bins, then over +-
+    4 bins of drift at ``nbins`` and, when ``pdots > 1``, over period derivatives."""
     tobs = len(x) * tsamp_s
+    coarse = period_s + np.linspace(-1, 1, 33) * period_s**2 / tobs
+    period_s = float(max(coarse, key=lambda p: fold(x, tsamp_s, float(p), nbins=16, nsub=4).chi2_r))
     nb = max(8, min(nbins, int(period_s / tsamp_s)))
     dp = period_s**2 / tobs * (2.0 / nb) * 2  # a drift of 4 bins end to end, either side
     best: Fold | None = None

@@ -166,8 +166,9 @@ def _peak(x: list[float], y: list[float]) -> float:
 def fold_candidate(obs: Any, cand: PeriodCandidate, dms: NDArray[np.float64], job: PeriodicJob) -> Folded:
     """Fold one candidate on the data (see the module)."""
     h = obs.header
+    window = max(1.0, 3 * cand.period_s * 8)  # the baseline: far slower than any pulse of the candidate
     if h.is_time_series:
-        x = prepare(obs.read()[0], h.tsamp_s)
+        x = prepare(obs.read()[0], h.tsamp_s, window)
         dm_curve = [(cand.dm, float("nan"))]
         dm = cand.dm
     else:
@@ -177,11 +178,11 @@ def fold_candidate(obs: Any, cand: PeriodCandidate, dms: NDArray[np.float64], jo
         dm_curve = []
         for d in trial_dms:
             s, _ = _series_at(obs, float(d))
-            f = fold(prepare(s, h.tsamp_s), h.tsamp_s, cand.period_s, nbins=job.nbins, nsub=8)
+            f = fold(prepare(s, h.tsamp_s, window), h.tsamp_s, cand.period_s, nbins=job.nbins, nsub=8)
             dm_curve.append((float(d), f.chi2_r))
         dm = _peak([d for d, _ in dm_curve], [c for _, c in dm_curve])
         s, _ = _series_at(obs, dm)
-        x = prepare(s, h.tsamp_s)
+        x = prepare(s, h.tsamp_s, window)
     period = true_period(x, h.tsamp_s, cand.period_s, nbins=job.nbins)
     f = optimise(x, h.tsamp_s, period, nbins=job.nbins, pdots=5)
     tobs = len(x) * h.tsamp_s
@@ -198,7 +199,12 @@ def fold_candidate(obs: Any, cand: PeriodCandidate, dms: NDArray[np.float64], jo
         subbands = np.stack(
             [
                 fold(
-                    prepare(row, h.tsamp_s), h.tsamp_s, f.period_s, f.pdot, nbins=len(f.profile), nsub=1
+                    prepare(row, h.tsamp_s, window),
+                    h.tsamp_s,
+                    f.period_s,
+                    f.pdot,
+                    nbins=len(f.profile),
+                    nsub=1,
                 ).profile
                 for row in subs
             ]
