@@ -157,3 +157,31 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
         err = capsys.readouterr().err
         assert fault in err and "Traceback" not in err, err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_binary_msp_is_found_by_the_acceleration_search_only() -> None:
+    from cudalab.radio.periodic.search import C_M_S, accel_trials
+
+    rng = np.random.default_rng(0)
+    tsamp, n, period, accel = 2.56e-4, 1 << 20, 0.0023, 150.0  # 268 s; a drift of 17 bins at 435 Hz
+    t = np.arange(n) * tsamp
+    phase = np.mod((t - accel * t**2 / (2 * C_M_S)) / period, 1.0) - 0.5
+    pulse = np.exp(-0.5 * (phase / (0.05 / 2.355)) ** 2)
+    x = (rng.normal(size=n) + pulse * 40 / np.sqrt((pulse**2).sum())).astype(np.float32)
+    series = torch.from_numpy(x[None])
+    plain = PeriodicConfig()
+    assert not [c for c in sift(fourier_candidates(series, tsamp, np.array([50.0]), plain), n * tsamp, 1, plain)
+                if abs(c.period_s - period) < 1e-5]  # fmt: skip
+    cfg = PeriodicConfig(accel_max=200.0, accel_ref_hz=250.0)
+    assert len(accel_trials(n * tsamp, cfg)) == 27
+    found = sift(fourier_candidates(series, tsamp, np.array([50.0]), cfg), n * tsamp, 1, cfg)[0]
+    assert abs(found.period_s - period) < 1e-5 and abs(found.accel - accel) < 20
+    y = prepare(x, tsamp)
+    pdot = found.accel * found.period_s / C_M_S
+    f = optimise(y, tsamp, true_period(y, tsamp, found.period_s, pdot=pdot), pdots=5, pdot0=pdot)
+    # the period at mid-observation (what the data constrain; at the start it trades off against the
+    # derivative) within a tenth of a turn of drift
+    tobs = n * tsamp
+    mid, true_mid = f.period_s + f.pdot * tobs / 2, period * (1 + accel * tobs / (2 * C_M_S))
+    assert abs(mid - true_mid) < 0.1 * period**2 / tobs
+    assert f.pdot == pytest.approx(accel * period / C_M_S, rel=0.2) and f.snr > 15

@@ -657,6 +657,10 @@ def periodic(
     ] = 6.0,
     fold: Annotated[int, typer.Option("--fold", min=0, help="Candidates folded (the most significant).")] = 5,
     f_min: Annotated[float, typer.Option("--f-min", help="Lowest spin frequency searched, Hz.")] = 0.5,
+    accel_max: Annotated[
+        float,
+        typer.Option("--accel-max", min=0.0, help="Accelerations searched, +- m/s^2 (binaries; 0: none)."),
+    ] = 0.0,
     birdies: Annotated[
         Path | None, typer.Option(help="Frequencies to zap: 'frequency_hz [half_width_hz]' per line.")
     ] = None,
@@ -671,7 +675,8 @@ def periodic(
         raise CudalabError(f"--dm-min {dm_min} / --dm-max {dm_max}: need 0 <= dm_min <= dm_max")
     dev, _ = resolve_device((device or DeviceChoice.auto).value)
     job = PeriodicJob(dm_min=dm_min, dm_max=dm_max, fold=fold,
-                      search=PeriodicConfig(sigma=sigma, f_min=f_min, birdies=_birdies(birdies)))  # fmt: skip
+                      search=PeriodicConfig(sigma=sigma, f_min=f_min, birdies=_birdies(birdies),
+                                            accel_max=accel_max))  # fmt: skip
     console = Console(stderr=True)
     try:
         summary = run_periodic(path, out, job, dev)

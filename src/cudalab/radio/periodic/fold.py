@@ -105,18 +105,20 @@ def optimise(
     nbins: int = 64,
     steps: int = 21,
     pdots: int = 1,
+    pdot0: float = 0.0,
 ) -> Fold:
     """The fold of highest chi-square around ``period_s``: first over +- one Fourier bin (a turn of
     drift over the observation, where the spectrum left the period) with 16 phase bins, then over +-
-    4 bins of drift at ``nbins`` and, when ``pdots > 1``, over period derivatives."""
+    4 bins of drift at ``nbins`` and, when ``pdots > 1``, over period derivatives around ``pdot0``
+    (an accelerated binary's: ``P a / c``)."""
     tobs = len(x) * tsamp_s
     coarse = period_s + np.linspace(-1, 1, 33) * period_s**2 / tobs
-    period_s = float(max(coarse, key=lambda p: fold(x, tsamp_s, float(p), nbins=16, nsub=4).chi2_r))
+    period_s = float(max(coarse, key=lambda p: fold(x, tsamp_s, float(p), pdot0, nbins=16, nsub=4).chi2_r))
     nb = max(8, min(nbins, int(period_s / tsamp_s)))
     dp = period_s**2 / tobs * (2.0 / nb) * 2  # a drift of 4 bins end to end, either side
     best: Fold | None = None
     pdot_span = period_s / tobs**2 * (4.0 / nb) * 2 if pdots > 1 else 0.0
-    for pd in np.linspace(-pdot_span, pdot_span, pdots) if pdots > 1 else [0.0]:
+    for pd in pdot0 + (np.linspace(-pdot_span, pdot_span, pdots) if pdots > 1 else np.zeros(1)):
         for p in period_s + np.linspace(-dp, dp, steps):
             f = fold(x, tsamp_s, float(p), float(pd), nbins=nbins, nsub=16)
             if best is None or f.chi2_r > best.chi2_r:
@@ -125,14 +127,16 @@ def optimise(
     return fold(x, tsamp_s, best.period_s, best.pdot, nbins=nbins)
 
 
-def true_period(x: NDArray[np.float64], tsamp_s: float, period_s: float, *, nbins: int = 64) -> float:
+def true_period(
+    x: NDArray[np.float64], tsamp_s: float, period_s: float, *, nbins: int = 64, pdot: float = 0.0
+) -> float:
     """The candidate's period, or the multiple ``k P`` (k = 2 .. 8) whose fold shows one pulse where
     folding at ``P`` stacked ``k`` of them (a harmonic sum can peak at twice the spin frequency for a
     pulsar with a narrow pulse). Folding at ``k P`` splits the profile into ``k`` stretches; when one
     stretch holds the pulse and the others hold less than half of it, the true period is ``k P``."""
     each = max(8, min(nbins, int(period_s / tsamp_s)))
     for k in range(2, 9):
-        f = fold(x, tsamp_s, k * period_s, nbins=k * each, nsub=8)
+        f = fold(x, tsamp_s, k * period_s, k * pdot, nbins=k * each, nsub=8)
         seg = f.profile[: len(f.profile) // k * k].reshape(k, -1)
         peak = seg.max(axis=1)
         # align: the pulse's phase in each stretch is the same when P was the true period

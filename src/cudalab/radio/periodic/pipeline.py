@@ -12,8 +12,7 @@
    sub-bands and the fold's parameters: numpy arrays, as no maintained Python writer of PSRCHIVE's
    format exists), ``report.html``, and the run's config and manifest. Written atomically.
 
-Not yet here (issue 19): the acceleration search for binary pulsars, and riptide's FFA beside it in a
-benchmark.
+Not yet here (issue 19): files larger than memory (the filterbank is held whole).
 """
 
 from __future__ import annotations
@@ -183,8 +182,11 @@ def fold_candidate(obs: Any, cand: PeriodCandidate, dms: NDArray[np.float64], jo
         dm = _peak([d for d, _ in dm_curve], [c for _, c in dm_curve])
         s, _ = _series_at(obs, dm)
         x = prepare(s, h.tsamp_s, window)
-    period = true_period(x, h.tsamp_s, cand.period_s, nbins=job.nbins)
-    f = optimise(x, h.tsamp_s, period, nbins=job.nbins, pdots=5)
+    from cudalab.radio.periodic.search import C_M_S
+
+    pdot = cand.accel * cand.period_s / C_M_S  # a line-of-sight acceleration's period derivative
+    period = true_period(x, h.tsamp_s, cand.period_s, nbins=job.nbins, pdot=pdot)
+    f = optimise(x, h.tsamp_s, period, nbins=job.nbins, pdots=5, pdot0=pdot * period / cand.period_s)
     tobs = len(x) * h.tsamp_s
     dp = f.period_s**2 / tobs * 0.25
     period_curve = [

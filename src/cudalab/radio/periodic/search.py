@@ -8,7 +8,7 @@ DM trial at once and keeps, per trial and harmonic stage, the local maxima of th
    bins (``1/T``) are one signal; the most significant stays, with every DM it was seen at.
 2. **Harmonics**: a candidate whose frequency is ``a/b`` times a more significant one's (``a, b <=
    16``), within the same tolerance scaled by ``b``, is that one's harmonic and is merged into it.
-3. **DM**: for a filterbank (several DM trials), a signal seen at fewer than ``min_dm_hits`` trials
+3. **DM**: for a filterbank (several DM trials), a signal seen at fewer than ``min_dm_hits`` DM trials
    is dropped (a real pulsar's significance falls off smoothly on both sides of its DM), and so is
    one whose best DM is below ``min_dm`` (terrestrial interference is undispersed).
 4. **Period range**: frequencies outside ``[f_min, f_max]`` are never candidates (below ``f_min`` the
@@ -45,6 +45,12 @@ class PeriodicConfig:
     min_dm: float = 2.0
     birdies: tuple[tuple[float, float], ...] = ()
     """(frequency, half-width) in Hz to zero before searching."""
+    accel_max: float = 0.0
+    """Line-of-sight accelerations searched, +- m/s^2 (binary pulsars); 0: none."""
+    accel_ref_hz: float = 500.0
+    """The acceleration step drifts a signal at this frequency by one Fourier bin over the
+    observation: ``c / (accel_ref_hz T^2)``."""
+    accel_trials_max: int = 201
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,16 +68,60 @@ class PeriodCandidate:
     """Every DM trial it was detected at."""
     related: tuple[float, ...] = field(default=())
     """Frequencies of the harmonics merged into it."""
+    accel: float = 0.0
+    """The line-of-sight acceleration it was best seen at, m/s^2."""
 
     @property
     def period_s(self) -> float:
         return 1.0 / self.freq_hz
 
 
+C_M_S = 299_792_458.0
+
+
+def accel_trials(tobs_s: float, cfg: PeriodicConfig) -> np.ndarray:
+    """The accelerations searched (m/s^2): 0 alone, or a symmetric grid of step ``c / (f_ref T^2)``
+    (a signal at ``f_ref`` drifts by one Fourier bin between trials) up to ``accel_max``, at most
+    ``accel_trials_max`` trials (the step widens to fit)."""
+    if cfg.accel_max <= 0:
+        return np.zeros(1)
+    step = C_M_S / (cfg.accel_ref_hz * tobs_s**2)
+    half = min(math.ceil(cfg.accel_max / step), (cfg.accel_trials_max - 1) // 2)
+    return np.linspace(-cfg.accel_max, cfg.accel_max, 2 * half + 1) if half else np.zeros(1)
+
+
+def resample(series: torch.Tensor, tsamp_s: float, accel: float) -> torch.Tensor:
+    """The series as seen from a frame without the line-of-sight acceleration ``accel``: sample ``i``
+    of the result is the input at ``t_i + accel t_i^2 / (2 c)`` (linear interpolation), so a pulse
+    train whose arrival times drift by that amount becomes strictly periodic again (time-domain
+    resampling, as in PRESTO's and presto-on-GPU searches of globular clusters; exact for a constant
+    acceleration, which a short observation of a binary sees)."""
+    if accel == 0:
+        return series
+    n = series.shape[-1]
+    t = torch.arange(n, dtype=torch.float64, device=series.device) * tsamp_s
+    src = (t + accel * t**2 / (2 * C_M_S)) / tsamp_s
+    src = src.clamp(0, n - 1.000001)
+    i0 = src.floor().long()
+    w = (src - i0).to(series.dtype)
+    return series[..., i0] * (1 - w) + series[..., i0 + 1] * w
+
+
 def fourier_candidates(
     series: torch.Tensor, tsamp_s: float, dms: np.ndarray, cfg: PeriodicConfig
 ) -> list[PeriodCandidate]:
-    """The candidates of every DM trial (``series``: ``(ndm, n)``; see the module)."""
+    """The candidates of every DM trial and acceleration (``series``: ``(ndm, n)``; see the module)."""
+    accels = accel_trials(series.shape[-1] * tsamp_s, cfg)
+    out: list[PeriodCandidate] = []
+    for a in accels:
+        found = _fourier_candidates(resample(series, tsamp_s, float(a)), tsamp_s, dms, cfg, len(accels))
+        out += [replace(c, accel=float(a)) for c in found]
+    return out
+
+
+def _fourier_candidates(
+    series: torch.Tensor, tsamp_s: float, dms: np.ndarray, cfg: PeriodicConfig, n_accel: int
+) -> list[PeriodCandidate]:
     ndm, n = series.shape
     n -= n % 2
     tobs = n * tsamp_s
@@ -81,8 +131,8 @@ def fourier_candidates(
     df = 1.0 / (2 * tobs)  # the half-bin grid
     f_max = cfg.f_max or 0.995 * 0.5 / tsamp_s  # the Nyquist bin holds digitisation's alternations
     lo = max(1, math.ceil(cfg.f_min / df))
-    # independent trials: Fourier bins (not half bins) searched, times stages, times DM trials
-    trials = (f_max - cfg.f_min) * tobs * len(cfg.harmonics) * ndm
+    # independent trials: Fourier bins (not half bins) searched, times stages, DM and acceleration trials
+    trials = (f_max - cfg.f_min) * tobs * len(cfg.harmonics) * ndm * n_accel
     out: list[PeriodCandidate] = []
     for h in cfg.harmonics:
         total = harmonic_sum(power, h)
@@ -133,7 +183,9 @@ def sift(cands: list[PeriodCandidate], tobs_s: float, ndm: int, cfg: PeriodicCon
     groups: list[tuple[PeriodCandidate, set[float]]] = []
     for c in sorted(cands, key=lambda c: -c.sigma):
         for k, hits in groups:
-            if abs(c.freq_hz - k.freq_hz) <= tol:
+            # the same signal: within the tolerance, widened by the drift between their accelerations
+            drift = abs(c.accel - k.accel) * k.freq_hz * tobs_s / C_M_S
+            if abs(c.freq_hz - k.freq_hz) <= tol + drift:
                 hits.add(c.dm)
                 break
         else:
