@@ -678,10 +678,7 @@ def periodic(
                       search=PeriodicConfig(sigma=sigma, f_min=f_min, birdies=_birdies(birdies),
                                             accel_max=accel_max))  # fmt: skip
     console = Console(stderr=True)
-    try:
-        summary = run_periodic(path, out, job, dev)
-    except ValueError as exc:
-        raise _value_error(exc) from None
+    summary = run_periodic(path, out, job, dev)  # a file it cannot search is a CudalabError, in one line
     best = summary["best"]
     console.print(
         f"[bold]periodic[/]   {summary['dm_trials']} DM trials, {summary['fourier_candidates']} Fourier candidates, "

@@ -31,6 +31,7 @@ import torch
 from numpy.typing import NDArray
 
 from cudalab._io import atomic_write_bytes, atomic_write_text
+from cudalab.errors import CudalabError
 from cudalab.radio.io.observation import open_observation
 from cudalab.radio.periodic.fold import Fold, fold, optimise, prepare, true_period
 from cudalab.radio.periodic.search import PeriodCandidate, PeriodicConfig, fourier_candidates, sift
@@ -74,14 +75,19 @@ def dedispersed(
     h = obs.header
     if h.is_time_series:
         return h, torch.from_numpy(obs.read()).to(device), np.array([float(h.refdm or 0.0)]), obs
-    plan = make_plan(h, job.dm_min, min(job.dm_max, _dm_limit(h)), scrunch=False)
+    top = min(job.dm_max, _dm_limit(h))
+    if top < job.dm_min:
+        raise CudalabError(
+            f"{path}: DMs above {top:.1f} sweep across more than half of the file; lower --dm-min"
+        )
+    plan = make_plan(h, job.dm_min, top, scrunch=False)
     nout = h.nsamples - plan.max_delay
     if nout < 1024:
-        raise ValueError(
+        raise CudalabError(
             f"{path}: {h.nsamples} samples, too few for DMs up to {job.dm_max} (delay {plan.max_delay})"
         )
     if len(plan.dms) * nout * 4 > MAX_SERIES_BYTES:
-        raise ValueError(
+        raise CudalabError(
             f"{path}: {len(plan.dms)} DM trials x {nout} samples exceed {MAX_SERIES_BYTES >> 30} GiB; narrow the DM range"
         )
     data = cleaned(obs, device)
@@ -100,7 +106,7 @@ def cleaned(obs: Any, device: torch.device) -> torch.Tensor:
         return cached
     h = obs.header
     if h.nchans * h.nsamples * 4 > MAX_SERIES_BYTES:
-        raise ValueError(
+        raise CudalabError(
             f"{h.path}: {h.nchans} channels x {h.nsamples} samples exceed {MAX_SERIES_BYTES >> 30} GiB"
         )
     data = torch.from_numpy(obs.read()).to(device)
