@@ -19,11 +19,27 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+# torch for the machine: TORCH_VARIANT=cpu|cu126|cu128|cu130 installs the pinned release from PyTorch's
+# own index (drivers: cu126 >= 560.28.03, cu128 >= 570.26, cu130 >= 580.65.06; cudalab doctor checks);
+# unset, PyPI's default build (cu130 for torch 2.14). A change of variant reinstalls torch.
+TORCH_VARIANT ?=
+TORCH_STAMP   := $(VENV)/.torch-$(or $(TORCH_VARIANT),pypi)
+$(TORCH_STAMP): constraints.txt | $(BIN)/python
+	@case "$(or $(TORCH_VARIANT),pypi)" in pypi|cpu|cu126|cu128|cu130) ;; \
+	  *) echo "TORCH_VARIANT must be cpu, cu126, cu128 or cu130, not '$(TORCH_VARIANT)'"; exit 2 ;; esac
+	$(if $(TORCH_VARIANT),$(PIP) --force-reinstall --no-deps --index-url https://download.pytorch.org/whl/$(TORCH_VARIANT) \
+	  torch==$(TORCH_VERSION) && $(PIP) --index-url https://download.pytorch.org/whl/$(TORCH_VARIANT) \
+	  --extra-index-url https://pypi.org/simple torch==$(TORCH_VERSION),\
+	  if ls $(VENV)/.torch-* 2>/dev/null | grep -qv '\.torch-pypi$$'; then \
+	    $(PIP) --force-reinstall --no-deps torch==$(TORCH_VERSION); fi)
+	rm -f $(VENV)/.torch-*
+	touch $@
+
+$(VENV)/.installed: pyproject.toml constraints.txt $(TORCH_STAMP) | $(BIN)/python
 	$(PIP) -e '.[radio]'
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml constraints.txt | $(BIN)/python
+$(VENV)/.installed-dev: pyproject.toml constraints.txt $(TORCH_STAMP) | $(BIN)/python
 	$(PIP) -e '.[radio,graph,vision,serve,lab,dev]'
 	touch $@ $(VENV)/.installed
 

@@ -303,3 +303,28 @@ def test_the_built_image_passes_the_same_checks(
         assert keys.stdout.split() == ["0", "0"], keys.stdout
     finally:
         sh("rm", "-f", name)
+
+
+def test_the_venv_takes_a_torch_variant_from_pytorchs_index(tmp_path: Path) -> None:
+    """``make demo TORCH_VARIANT=cu128`` installs the pinned torch from PyTorch's index (checked with
+    ``make -n``: this machine reaches no such index), PyPI's by default, and refuses an unknown one."""
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("no make here")
+    venv = tmp_path / "venv"
+
+    def plan(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([make, "-n", "-C", str(REPO), f"VENV={venv}", "demo", *args], capture_output=True,
+                              text=True, check=False)  # fmt: skip
+
+    cu = plan("TORCH_VARIANT=cu128").stdout
+    assert f"--index-url https://download.pytorch.org/whl/cu128 torch=={TORCH_PIN}" in cu
+    assert "download.pytorch.org" not in plan().stdout
+    bad = subprocess.run(
+        [make, "-C", str(REPO), f"VENV={venv}", f"{venv}/.torch-cu999", "TORCH_VARIANT=cu999"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    # the venv would be made first (a prerequisite); the variant check then stops it
+    assert (
+        bad.returncode != 0 and "TORCH_VARIANT must be cpu, cu126, cu128 or cu130" in bad.stdout + bad.stderr
+    )
