@@ -103,7 +103,6 @@ def serve(
         timeout_ms=timeout_ms,
         max_body_bytes=int(max_body_mb * (1 << 20)),
         max_pixels=int(max_megapixels * 1e6),
-        device=device,
     )
     run_server(model, cfg, host, port, log_level)
     raise typer.Exit(ExitCode.OK)

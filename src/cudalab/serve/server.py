@@ -74,7 +74,6 @@ class ServeConfig:
     max_pixels: int = 40_000_000
     """Pixels per image at most (width x height from the header, before decoding)."""
     top_k: int = 5
-    device: str = "cpu"
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "queue_size", "max_body_bytes", "max_images", "max_pixels", "top_k"):

@@ -72,5 +72,6 @@ def vision(
         overrides.setdefault("model", {})["weights"] = str(weights)
     if image_size is not None:
         overrides["data"] = {"image_size": image_size}
-    run_engine_command(experiment(), preset(str(data), recipe.value), engine, overrides)
+    # the absolute path: the run's export finds its validation images from any folder
+    run_engine_command(experiment(), preset(str(data.resolve()), recipe.value), engine, overrides)
     raise typer.Exit(ExitCode.OK)
