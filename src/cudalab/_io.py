@@ -62,3 +62,14 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, mode: int | None 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, mode: int | None = None) -> Path:
     """Write ``obj`` as indented JSON (with a final newline) atomically."""
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n", mode)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 of a file's bytes (hex), read in 1 MiB blocks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -105,12 +105,12 @@ def test_a_run_killed_with_sigkill_resumes_to_the_bit_identical_model(
     proteomes: Path, tmp_path: Path
 ) -> None:
     import os
-    import signal
     import subprocess
     import sys
-    import time
 
     import torch
+
+    from tests.killing import kill_when
 
     repo = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(repo / "src")}
@@ -119,14 +119,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_bit_identical_model(
     whole = subprocess.run([*base, "--run-id", "whole"], env=env, capture_output=True, text=True, timeout=600)
     assert whole.returncode == 0, whole.stderr[-2000:]
     argv = [*base, "--run-id", "killed"]
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpts = tmp_path / "protein" / "killed" / "seed-0" / "checkpoints"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not list(ckpts.glob("step-000000004.pt")):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
+    kill_when(argv, env, tmp_path / "protein" / "killed" / "seed-0" / "checkpoints" / "step-000000004.pt")
     assert not (tmp_path / "protein" / "killed" / "summary.json").exists()  # it died mid-run
     again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "resumed" in again.stderr, again.stderr[-2000:]

@@ -43,9 +43,9 @@ def test_export_writes_the_program_and_a_parity_that_passes(artefacts: dict[str,
     assert parity["top1_agreement"] == 1.0 and parity["max_abs_logit_diff"] <= 1e-4
     meta = json.loads((folder / "model.json").read_text())
     program = folder / meta["file"]
-    from cudalab.serve.export import sha256
+    from cudalab._io import file_sha256
 
-    assert meta["sha256"] == sha256(program) and meta["image_size"] == 32 and len(meta["classes"]) == 10
+    assert meta["sha256"] == file_sha256(program) and meta["image_size"] == 32 and len(meta["classes"]) == 10
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
 
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ import torch
 
 from cudalab.cli import main
 from cudalab.errors import ExitCode
+from tests.killing import kill_when
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -74,14 +73,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_bit_identical_model(tiny: Path
     whole = subprocess.run([*base, "--run-id", "whole"], env=env, capture_output=True, text=True, timeout=600)
     assert whole.returncode == 0, whole.stderr[-2000:]
     argv = [*base, "--run-id", "killed"]
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpts = tmp_path / "vision" / "killed" / "seed-0" / "checkpoints"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not list(ckpts.glob("step-000000006.pt")):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
+    kill_when(argv, env, tmp_path / "vision" / "killed" / "seed-0" / "checkpoints" / "step-000000006.pt")
     assert not (tmp_path / "vision" / "killed" / "seed-0" / "model.pt").exists()  # it died mid-run
     again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]

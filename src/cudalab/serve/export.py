@@ -16,7 +16,6 @@ the operator. The folder is published atomically: complete or absent.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import time
@@ -28,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cudalab._io import atomic_write_json
+from cudalab._io import atomic_write_json, file_sha256
 from cudalab.errors import CudalabError
 from cudalab.runs.rundir import RunDir, staged
 
@@ -207,14 +206,6 @@ def parity(model: nn.Module, runner: Runner, images: torch.Tensor, batch: int = 
     }
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_artefact(
     model: nn.Module,
     fmt: Format,
@@ -242,7 +233,7 @@ def write_artefact(
             {
                 "format": fmt,
                 "file": program.name,
-                "sha256": sha256(program),
+                "sha256": file_sha256(program),
                 "classes": classes,
                 "image_size": size,
                 "input": f"float32 N x 3 x {size} x {size}, RGB in [0, 1], N from 1 to {MAX_BATCH}",

@@ -13,7 +13,6 @@ search S/N >= 7 there), measures the held-out ``test`` split, and writes the fil
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -26,7 +25,7 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from cudalab._io import atomic_open, atomic_write_json, atomic_write_text
+from cudalab._io import atomic_open, atomic_write_json, atomic_write_text, file_sha256
 from cudalab.radio.classify.data import planes, read_cutout
 from cudalab.radio.classify.models import build_model
 
@@ -112,14 +111,6 @@ def load_classifier(path: str | Path | None = None, device: str | torch.device =
 def default_classifier_available() -> bool:
     """Whether the package ships weights (``--classify`` is on by default when it does)."""
     return DEFAULT_WEIGHTS.is_file()
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -259,7 +250,7 @@ def export_classifier(
         "commit": _commit(),
     }
     out = save_classifier(out, model, cfg.model, size=cfg.data.size, threshold=clf.threshold, card=card)
-    card["sha256"] = sha256(out)
+    card["sha256"] = file_sha256(out)
     atomic_write_json(out.with_suffix(".card.json"), card)
     atomic_write_text(out.parent / "MODEL_CARD.md", model_card_markdown(card, out.name))
     return card
