@@ -11,7 +11,6 @@ S/N is the best boxcar's (all widths of 1 to ``nbins/2`` bins, wrapped) over the
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,10 +144,6 @@ def true_period(
         if top[0] > 5 * noise and top[1] < 0.5 * top[0]:
             return k * period_s
     return period_s
-
-
-def period_from_freq(freq_hz: float) -> float:
-    return 1.0 / freq_hz if freq_hz > 0 else math.inf
 
 
 __all__ = ["Fold", "fold", "optimise", "prepare", "true_period"]
