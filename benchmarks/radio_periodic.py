@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cudalab.radio.periodic.fold import optimise, prepare, true_period
+from cudalab.radio.periodic.fold import baseline_window, prepare, refine
 from cudalab.radio.periodic.search import C_M_S, PeriodicConfig, fourier_candidates, sift
 
 PERIODS = (0.0015, 0.0057, 0.033, 0.25, 1.3, 5.0)
@@ -67,12 +67,13 @@ def ours(
     )
     tol = period**2 / (4 * len(x) * tsamp)
     best = None
-    for c in cands[:n_fold]:
-        # as the pipeline: a baseline far slower than the pulse; an acceleration's Pdot to start from
-        y = prepare(x, tsamp, max(1.0, 24 * c.period_s))
-        pdot = c.accel * c.period_s / C_M_S
-        f = optimise(
-            y, tsamp, true_period(y, tsamp, c.period_s, pdot=pdot), pdots=5 if c.accel else 1, pdot0=pdot
+    for c in cands[:n_fold]:  # folded as the pipeline folds a time series
+        f = refine(
+            prepare(x, tsamp, baseline_window(c.period_s)),
+            tsamp,
+            c.period_s,
+            c.accel,
+            pdots=5 if c.accel else 1,
         )
         mid = f.period_s + f.pdot * len(x) * tsamp / 2  # an accelerated one's mid-observation period
         if min(abs(f.period_s - period), abs(mid - period)) < max(tol, tsamp) and (

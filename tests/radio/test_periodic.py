@@ -16,7 +16,7 @@ from scipy import stats
 
 from cudalab.cli import main
 from cudalab.errors import ExitCode
-from cudalab.radio.periodic.fold import fold, optimise, prepare, true_period
+from cudalab.radio.periodic.fold import fold, optimise, prepare, refine, true_period
 from cudalab.radio.periodic.fourier import harmonic_sum, log_chance, power_spectrum, sigma_of, whiten, zap
 from cudalab.radio.periodic.search import PeriodicConfig, fourier_candidates, sift
 
@@ -176,9 +176,7 @@ def test_a_binary_msp_is_found_by_the_acceleration_search_only() -> None:
     assert len(accel_trials(n * tsamp, cfg)) == 27
     found = sift(fourier_candidates(series, tsamp, np.array([50.0]), cfg), n * tsamp, 1, cfg)[0]
     assert abs(found.period_s - period) < 1e-5 and abs(found.accel - accel) < 20
-    y = prepare(x, tsamp)
-    pdot = found.accel * found.period_s / C_M_S
-    f = optimise(y, tsamp, true_period(y, tsamp, found.period_s, pdot=pdot), pdots=5, pdot0=pdot)
+    f = refine(prepare(x, tsamp), tsamp, found.period_s, found.accel)
     # the period at mid-observation (what the data constrain; at the start it trades off against the
     # derivative) within a tenth of a turn of drift
     tobs = n * tsamp

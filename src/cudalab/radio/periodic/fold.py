@@ -137,13 +137,36 @@ def true_period(
     for k in range(2, 9):
         f = fold(x, tsamp_s, k * period_s, k * pdot, nbins=k * each, nsub=8)
         seg = f.profile[: len(f.profile) // k * k].reshape(k, -1)
-        peak = seg.max(axis=1)
-        # align: the pulse's phase in each stretch is the same when P was the true period
-        top = np.sort(peak)[::-1]
+        top = np.sort(seg.max(axis=1))[::-1]  # each stretch's peak, brightest first
         noise = np.median(np.abs(f.profile - np.median(f.profile))) * 1.4826
         if top[0] > 5 * noise and top[1] < 0.5 * top[0]:
             return k * period_s
     return period_s
 
 
-__all__ = ["Fold", "fold", "optimise", "prepare", "true_period"]
+def baseline_window(period_s: float) -> float:
+    """The running-median window (s) of :func:`prepare` for a candidate of ``period_s``: far slower than
+    any pulse of it, even when its true period is a multiple up to 8 times longer."""
+    return max(1.0, 24 * period_s)
+
+
+def refine(
+    x: NDArray[np.float64],
+    tsamp_s: float,
+    period_s: float,
+    accel: float = 0.0,
+    *,
+    nbins: int = 64,
+    pdots: int = 5,
+) -> Fold:
+    """A Fourier candidate's fold on the prepared series ``x``: its true period among its multiples
+    (:func:`true_period`), then the period and derivative optimised (:func:`optimise`) from the
+    derivative its acceleration implies, ``Pdot = P a / c``."""
+    from cudalab.radio.periodic.search import C_M_S
+
+    pdot = accel * period_s / C_M_S
+    period = true_period(x, tsamp_s, period_s, nbins=nbins, pdot=pdot)
+    return optimise(x, tsamp_s, period, nbins=nbins, pdots=pdots, pdot0=pdot * period / period_s)
+
+
+__all__ = ["Fold", "baseline_window", "fold", "optimise", "prepare", "refine", "true_period"]

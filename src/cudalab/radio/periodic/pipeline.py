@@ -33,8 +33,8 @@ from numpy.typing import NDArray
 from cudalab._io import atomic_write_bytes, atomic_write_text
 from cudalab.errors import CudalabError
 from cudalab.radio.io.observation import open_observation
-from cudalab.radio.periodic.fold import Fold, fold, optimise, prepare, true_period
-from cudalab.radio.periodic.search import PeriodCandidate, PeriodicConfig, fourier_candidates, sift
+from cudalab.radio.periodic.fold import Fold, baseline_window, fold, prepare, refine
+from cudalab.radio.periodic.search import C_M_S, PeriodCandidate, PeriodicConfig, fourier_candidates, sift
 from cudalab.runs.rundir import RunDir, now, staged
 
 KIND = "radio-periodic"
@@ -66,15 +66,16 @@ class Folded:
 
 def dedispersed(
     path: Path, job: PeriodicJob, device: torch.device
-) -> tuple[Any, torch.Tensor, NDArray[np.float64], Any]:
-    """(header, series ``(ndm, n)``, DMs, the observation) of a file (see the module)."""
+) -> tuple[Any, torch.Tensor, NDArray[np.float64], Any, torch.Tensor | None]:
+    """(header, series ``(ndm, n)``, DMs, the observation, and the cleaned filterbank the folds reuse
+    (None for a time series)) of a file (see the module)."""
     from cudalab.radio.dedispersion.direct import dedisperse
     from cudalab.radio.dedispersion.plan import make_plan
 
     obs = open_observation(path)
     h = obs.header
     if h.is_time_series:
-        return h, torch.from_numpy(obs.read()).to(device), np.array([float(h.refdm or 0.0)]), obs
+        return h, torch.from_numpy(obs.read()).to(device), np.array([float(h.refdm or 0.0)]), obs, None
     top = min(job.dm_max, _dm_limit(h))
     if top < job.dm_min:
         raise CudalabError(
@@ -92,27 +93,22 @@ def dedispersed(
         )
     data = cleaned(obs, device)
     series = clip(dedisperse(data, torch.from_numpy(plan.delays).to(device), nout))
-    return h, series, plan.dms, obs
+    return h, series, plan.dms, obs, data
 
 
 def cleaned(obs: Any, device: torch.device) -> torch.Tensor:
     """The whole filterbank cleaned as the single-pulse search cleans a block (channels normalised,
     bad channels and narrowband impulses masked), without zero-DM: it would take a slow pulsar of low
-    DM with the broadband interference. Kept on the observation for the folds."""
+    DM with the broadband interference."""
     from cudalab.radio.rfi import RfiConfig, clean_block
 
-    cached = getattr(obs, "_periodic_clean", None)
-    if cached is not None and cached.device == device:
-        return cached
     h = obs.header
     if h.nchans * h.nsamples * 4 > MAX_SERIES_BYTES:
         raise CudalabError(
             f"{h.path}: {h.nchans} channels x {h.nsamples} samples exceed {MAX_SERIES_BYTES >> 30} GiB"
         )
     data = torch.from_numpy(obs.read()).to(device)
-    out = clean_block(data, replace(RfiConfig(), zero_dm=False), tsamp_s=h.tsamp_s, inplace=True).data
-    obs._periodic_clean = out
-    return out
+    return clean_block(data, replace(RfiConfig(), zero_dm=False), tsamp_s=h.tsamp_s, inplace=True).data
 
 
 def clip(series: torch.Tensor, threshold: float = 6.0) -> torch.Tensor:
@@ -135,25 +131,24 @@ def _dm_limit(h: Any) -> float:
 
 
 def _series_at(
-    obs: Any, dm: float, nchans_per_sub: int | None = None
+    data: torch.Tensor, h: Any, dm: float, nchans_per_sub: int | None = None
 ) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
-    """The series dedispersed at ``dm`` (and per sub-band when asked): numpy, float64."""
+    """The cleaned filterbank ``data`` dedispersed at ``dm`` on its own device (and per sub-band when
+    asked), as float64 numpy for the folds."""
     from cudalab.radio.constants import DM_CONSTANT, dispersion_delay_s
     from cudalab.radio.dedispersion.direct import dedisperse
 
-    h = obs.header
     shift = np.rint(dispersion_delay_s(dm, h.freqs_mhz, h.fmax_mhz, DM_CONSTANT) / h.tsamp_s).astype(np.int64)
-    data = cleaned(obs, torch.device("cpu"))
     nout = h.nsamples - int(shift.max())
-    delays = torch.from_numpy(shift[None, :])
-    total = clip(dedisperse(data, delays, nout))[0].double().numpy()
+    delays = torch.from_numpy(shift[None, :]).to(data.device)
+    total = clip(dedisperse(data, delays, nout))[0].double().cpu().numpy()
     subs = None
     if nchans_per_sub:
         rows = []
         for lo in range(0, h.nchans, nchans_per_sub):
-            w = torch.zeros(h.nchans)
+            w = torch.zeros(h.nchans, device=data.device)
             w[lo : lo + nchans_per_sub] = 1
-            rows.append(clip(dedisperse(data, delays, nout, weights=w))[0].double().numpy())
+            rows.append(clip(dedisperse(data, delays, nout, weights=w))[0].double().cpu().numpy())
         subs = np.stack(rows)
     return total, subs
 
@@ -168,31 +163,31 @@ def _peak(x: list[float], y: list[float]) -> float:
     return float(x[k])
 
 
-def fold_candidate(obs: Any, cand: PeriodCandidate, dms: NDArray[np.float64], job: PeriodicJob) -> Folded:
-    """Fold one candidate on the data (see the module)."""
+def fold_candidate(
+    obs: Any, data: torch.Tensor | None, cand: PeriodCandidate, dms: NDArray[np.float64], job: PeriodicJob
+) -> Folded:
+    """Fold one candidate (see the module); ``data`` is the cleaned filterbank (None for a time series)."""
     h = obs.header
-    window = max(1.0, 3 * cand.period_s * 8)  # the baseline: far slower than any pulse of the candidate
-    if h.is_time_series:
+    window = baseline_window(cand.period_s)
+    pdot = cand.accel * cand.period_s / C_M_S
+    subs = None
+    if data is None:
         x = prepare(obs.read()[0], h.tsamp_s, window)
         dm_curve = [(cand.dm, float("nan"))]
         dm = cand.dm
     else:
-        # refine the DM: fold at the trials around the best one, keep the highest chi-square
+        # refine the DM: fold at the trials around the best one, a parabola through the highest chi-square
         i = cand.dm_index
         trial_dms = np.linspace(dms[max(0, i - 3)], dms[min(len(dms) - 1, i + 3)], 13)
         dm_curve = []
         for d in trial_dms:
-            s, _ = _series_at(obs, float(d))
-            f = fold(prepare(s, h.tsamp_s, window), h.tsamp_s, cand.period_s, nbins=job.nbins, nsub=8)
+            s, _ = _series_at(data, h, float(d))
+            f = fold(prepare(s, h.tsamp_s, window), h.tsamp_s, cand.period_s, pdot, nbins=job.nbins, nsub=8)
             dm_curve.append((float(d), f.chi2_r))
         dm = _peak([d for d, _ in dm_curve], [c for _, c in dm_curve])
-        s, _ = _series_at(obs, dm)
+        s, subs = _series_at(data, h, dm, max(1, h.nchans // 16))
         x = prepare(s, h.tsamp_s, window)
-    from cudalab.radio.periodic.search import C_M_S
-
-    pdot = cand.accel * cand.period_s / C_M_S  # a line-of-sight acceleration's period derivative
-    period = true_period(x, h.tsamp_s, cand.period_s, nbins=job.nbins, pdot=pdot)
-    f = optimise(x, h.tsamp_s, period, nbins=job.nbins, pdots=5, pdot0=pdot * period / cand.period_s)
+    f = refine(x, h.tsamp_s, cand.period_s, cand.accel, nbins=job.nbins)
     tobs = len(x) * h.tsamp_s
     dp = f.period_s**2 / tobs * 0.25
     period_curve = [
@@ -200,10 +195,7 @@ def fold_candidate(obs: Any, cand: PeriodCandidate, dms: NDArray[np.float64], jo
         for p in f.period_s + np.linspace(-8 * dp, 8 * dp, 33)
     ]
     subbands = None
-    if not h.is_time_series:
-        per = max(1, h.nchans // 16)
-        _, subs = _series_at(obs, dm, per)
-        assert subs is not None
+    if subs is not None:
         subbands = np.stack(
             [
                 fold(
@@ -329,12 +321,12 @@ def run_periodic(path: Path, out: Path, job: PeriodicJob, device: torch.device) 
     from cudalab.env.fingerprint import fingerprint
 
     started, t0 = now(), time.perf_counter()
-    h, series, dms, obs = dedispersed(path, job, device)
+    h, series, dms, obs, data = dedispersed(path, job, device)
     n = series.shape[1] - series.shape[1] % 2
     cands = fourier_candidates(series, h.tsamp_s, dms, job.search)
     sifted = sift(cands, n * h.tsamp_s, len(dms), job.search)
     del series
-    done = [fold_candidate(obs, c, dms, job) for c in sifted[: job.fold]]
+    done = [fold_candidate(obs, data, c, dms, job) for c in sifted[: job.fold]]
     done.sort(key=lambda fd: -fd.fold.snr)  # the folded ones first, by what folding shows
     sifted = [fd.cand for fd in done] + sifted[job.fold :]
     folded = dict(enumerate(done))
