@@ -23,10 +23,11 @@ $(BIN)/python:
 # own index (drivers: cu126 >= 560.28.03, cu128 >= 570.26, cu130 >= 580.65.06; cudalab doctor checks);
 # unset, PyPI's default build (cu130 for torch 2.14). A change of variant reinstalls torch.
 TORCH_VARIANT ?=
+ifneq ($(filter-out cpu cu126 cu128 cu130,$(TORCH_VARIANT)),)
+$(error TORCH_VARIANT must be cpu, cu126, cu128 or cu130, not '$(TORCH_VARIANT)')
+endif
 TORCH_STAMP   := $(VENV)/.torch-$(or $(TORCH_VARIANT),pypi)
 $(TORCH_STAMP): constraints.txt | $(BIN)/python
-	@case "$(or $(TORCH_VARIANT),pypi)" in pypi|cpu|cu126|cu128|cu130) ;; \
-	  *) echo "TORCH_VARIANT must be cpu, cu126, cu128 or cu130, not '$(TORCH_VARIANT)'"; exit 2 ;; esac
 	$(if $(TORCH_VARIANT),$(PIP) --force-reinstall --no-deps --index-url https://download.pytorch.org/whl/$(TORCH_VARIANT) \
 	  torch==$(TORCH_VERSION) && $(PIP) --index-url https://download.pytorch.org/whl/$(TORCH_VARIANT) \
 	  --extra-index-url https://pypi.org/simple torch==$(TORCH_VERSION),\
