@@ -110,3 +110,17 @@ def test_a_hung_rank_becomes_a_one_line_error_not_a_silent_stall(tmp_path: Path)
     )
     manifest = json.loads((tmp_path / "custom" / "h" / "manifest.json").read_text())
     assert manifest["status"] == "failed" and "rank 0: a collective" in manifest["error"]
+
+
+def test_only_a_backends_timeout_is_called_a_hung_collective() -> None:
+    from cudalab.train.distributed import DistInfo, as_collective_error
+
+    two = DistInfo(rank=1, world_size=2)
+    gloo = RuntimeError(
+        "[../gloo/transport/tcp/unbound_buffer.cc:81] Timed out waiting 5000ms for recv operation to complete"
+    )
+    assert "rank 1: a collective waited over" in str(as_collective_error(gloo, two))
+    assert as_collective_error(RuntimeError("DataLoader worker timed out after 60 seconds"), two) is None
+    assert as_collective_error(gloo, DistInfo()) is None  # one process has no collectives
+    peer = RuntimeError("Connection closed by peer [127.0.0.1]:29500")
+    assert "lost its connection to another rank" in str(as_collective_error(peer, two))

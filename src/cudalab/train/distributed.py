@@ -48,13 +48,16 @@ class CollectiveError(CudalabError):
 def as_collective_error(exc: BaseException, info: DistInfo) -> CollectiveError | None:
     """``exc`` as a one-line :class:`CollectiveError` when it is a collective that timed out or lost
     its peer (gloo raises either in the waiting rank; NCCL's watchdog aborts the process itself and
-    logs the timed-out operation); None for any other error."""
+    logs the timed-out operation); None for any other error. gloo's errors reach Python as a plain
+    RuntimeError from DDP's backward, so they are told by their own words (a DataLoader's "timed out"
+    is not one of them)."""
     if not info.distributed or not isinstance(exc, RuntimeError):
         return None
     text = str(exc).lower()
     first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
     first = re.sub(r"^\[[^\]]*\]\s*", "", first)[:200]  # gloo's source location
-    if "timed out" in text or "timeout" in text:
+    gloo_wait = re.search(r"timed out waiting \d+ ?ms for (recv|send)", text)
+    if gloo_wait or (isinstance(exc, dist.DistError) and ("timed out" in text or "timeout" in text)):
         what = (
             f"waited over {collective_timeout().total_seconds():g} s for the other ranks: one is hung or died"
         )
