@@ -13,7 +13,7 @@ CUDA_VARIANT  ?= cu128
 EXTRAS        ?= radio,graph,vision,serve,lab
 IMAGE         ?= cudalab:$(VERSION)-torch$(word 1,$(subst ., ,$(TORCH_VERSION))).$(word 2,$(subst ., ,$(TORCH_VERSION)))-$(CUDA_VARIANT)
 
-.PHONY: demo test lint bench-doctor gpu-check clean constraints image image-check image-test base-image ssh-tools screenshots
+.PHONY: demo test lint bench-doctor gpu-check clean constraints image image-check image-test base-image ssh-tools screenshots audit
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -93,6 +93,21 @@ constraints: | $(BIN)/python
 	  | grep -v -P '^(nvidia-(?!ml-py)|triton==|cuda-(bindings|pathfinder|toolkit)==)'; } > constraints.txt.tmp
 	mv constraints.txt.tmp constraints.txt
 
+# Known vulnerabilities in the pinned stack: the table docs/audit.md, each finding's decision in
+# docs/audit-actions.toml (an untriaged finding fails). pip-audit asks PyPI; it lives in its own venv so
+# that its dependencies stay out of the pinned stack. Where PyPI's JSON API is not reachable,
+# ADVISORY_DB=<a checkout of github.com/pypa/advisory-database> audits offline against that snapshot.
+PIP_AUDIT_VERSION ?= 2.10.1
+ADVISORY_DB       ?=
+AUDIT_VENV        := .audit-venv
+$(AUDIT_VENV)/bin/pip-audit:
+	$(PYTHON) -m venv $(AUDIT_VENV)
+	$(AUDIT_VENV)/bin/python -m pip install -q pip-audit==$(PIP_AUDIT_VERSION)
+
+audit: $(VENV)/.installed-dev $(if $(ADVISORY_DB),,$(AUDIT_VENV)/bin/pip-audit)
+	$(BIN)/python -m cudalab.env.audit --constraints constraints.txt --actions docs/audit-actions.toml \
+	  --out docs/audit.md $(if $(ADVISORY_DB),--advisory-db $(ADVISORY_DB),--pip-audit $(AUDIT_VENV)/bin/pip-audit)
+
 # Without an engine: would the image's Python (Debian bookworm's 3.11.2, manylinux x86_64) find a wheel for every pin?
 image-check: | $(BIN)/python
 	grep -v -E '^(#|torch==)' constraints.txt > .image-reqs.tmp
@@ -142,4 +157,4 @@ image-test: $(VENV)/.installed-dev
 	  $(BIN)/python -m pytest -m image -p no:cacheprovider tests/lab/test_image.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(AUDIT_VENV) .pytest_cache .ruff_cache .mypy_cache

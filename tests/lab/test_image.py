@@ -180,6 +180,94 @@ def test_compose_reserves_gpus_and_persists_state() -> None:
     assert "no-new-privileges:true" in lab["security_opt"] and lab["cap_drop"] == ["ALL"]
 
 
+_VARIABLE = re.compile(r"\$(?:\$|\{(\w+)(?:(:?-)([^}]*))?\})")
+
+
+def _interpolate(node: object, env: dict[str, str]) -> object:
+    """Compose's variable substitution: ``${V}``, ``${V:-default}`` (unset or empty), ``${V-default}``
+    (unset), ``$$`` for a literal dollar, applied to every string of the file."""
+
+    def one(match: re.Match[str]) -> str:
+        name, op, default = match.groups()
+        if name is None:
+            return "$"
+        value = env.get(name)
+        if (op == ":-" and not value) or (op == "-" and value is None):
+            return default
+        return value or ""
+
+    if isinstance(node, str):
+        return _VARIABLE.sub(one, node)
+    if isinstance(node, dict):
+        return {k: _interpolate(v, env) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v, env) for v in node]
+    return node
+
+
+class _Override(list):
+    """A sequence tagged ``!override``: it replaces the base file's instead of extending it."""
+
+
+def _load_compose(path: Path) -> dict:
+    yaml = pytest.importorskip("yaml")
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_constructor(
+        "!override", lambda loader, node: _Override(loader.construct_sequence(node, deep=True))
+    )
+    return yaml.load(path.read_text(), Loader=Loader)
+
+
+def _merge(base: object, overlay: object) -> object:
+    """An overlay file merged onto a base as ``docker compose -f base -f overlay`` merges them."""
+    if isinstance(overlay, _Override):
+        return list(overlay)
+    if isinstance(base, dict) and isinstance(overlay, dict):
+        return {k: _merge(base[k], overlay[k]) if k in base and k in overlay else {**base, **overlay}[k]
+                for k in {**base, **overlay}}  # fmt: skip
+    if isinstance(base, list) and isinstance(overlay, list):
+        return base + overlay
+    return overlay
+
+
+@pytest.mark.parametrize(
+    "overlay, env",
+    [
+        (None, {}),
+        (None, {"GPU_COUNT": "2", "MEM_LIMIT": "64g", "CPU_LIMIT": "16", "CUDALAB_BIND": "0.0.0.0"}),
+        ("compose.gpus.yaml", {"GPU_IDS": "0,1"}),
+    ],
+)
+def test_compose_files_are_valid_under_the_compose_specification(overlay: str | None, env: dict) -> None:
+    """Both compose files, merged and interpolated as the engine does, validate against the Compose
+    Specification's own JSON schema (tests/lab/data/compose-spec.json, the schema docker compose
+    embeds), so the limits and the GPU reservation are ones an engine accepts, not merely YAML."""
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((REPO / "tests" / "lab" / "data" / "compose-spec.json").read_text())
+    doc = _load_compose(COMPOSE)
+    if overlay is not None:
+        doc = _merge(doc, _load_compose(COMPOSE.parent / overlay))
+    doc = _interpolate(doc, env)
+    jsonschema.Draft7Validator(schema).validate(doc)
+    lab = doc["services"]["lab"]
+    devices = lab["deploy"]["resources"]["reservations"]["devices"]
+    assert len(devices) == 1 and devices[0]["capabilities"] == ["gpu"]
+    if overlay is None:
+        assert devices[0]["count"] == env.get("GPU_COUNT", "all") and "device_ids" not in devices[0]
+    else:
+        assert devices[0]["device_ids"] == ["0,1"] and "count" not in devices[0], "!override replaces"
+    limits = lab["deploy"]["resources"]["limits"]
+    assert (limits["memory"], limits["cpus"]) == (env.get("MEM_LIMIT", "0"), env.get("CPU_LIMIT", "0"))
+    # A schema that accepts anything would pass the above: it must refuse a mistyped reservation.
+    broken = json.loads(json.dumps(doc))
+    broken["services"]["lab"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] = "gpu"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft7Validator(schema).validate(broken)
+
+
 def test_the_docs_name_each_variant_and_its_minimum_driver() -> None:
     docs = (REPO / "docs" / "lab.md").read_text()
     for variant in cuda_compat.IMAGE_VARIANTS:
