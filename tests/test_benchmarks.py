@@ -56,6 +56,12 @@ def test_radio_injection_quick_reports_recall_against_the_goal(shared_data: Path
     study = synth["snr_study"]  # recovered over ideal S/N, ours and heimdall's, on white noise alike
     assert 0.8 < study["median_ours_over_ideal"] < 1.2
     assert abs(study["median_heimdall_over_ideal"] - study["median_ours_over_ideal"]) < 0.1
+    # the physical reference beside the goal: what an estimator at the Cramer-Rao bound would reach
+    assert 0.5 < synth["ideal_recall_snr_ge_10"] <= 1.0
+    assert synth["ratio_to_ideal"] == pytest.approx(
+        synth["recall_snr_ge_10"] / synth["ideal_recall_snr_ge_10"]
+    )
+    assert all(m["cramer_rao"] > 0 for m in synth["misses"])
     noise = next(x for x in records if x["benchmark"] == "radio_false_alarms")
     assert noise["candidates_ge_8"] == 0
 
@@ -166,3 +172,14 @@ def test_radio_periodic_quick_reports_recovery_per_method() -> None:
     assert len(cases) == 2 and all(r["ours_found"] and 0.5 < r["ours_snr"] / r["snr"] < 1.3 for r in cases)
     (summary,) = [r for r in records if r["benchmark"] == "radio_periodic" and r["method"] == "ours"]
     assert summary["found_fraction"] == 1.0 and summary["realtime_factor"] > 0
+
+
+def test_radio_dm_accuracy_quick_reports_error_against_the_cramer_rao_bound() -> None:
+    records = _run("radio_dm_accuracy.py", "--quick")
+    assert len(records) == 2
+    for r in records:
+        assert r["reference"].startswith("Cramer-Rao") and r["cramer_rao"] > 0
+        assert r["ratio"] == pytest.approx(r["rms_error"] / r["cramer_rao"], rel=0.01)
+        # an estimator cannot beat the bound by much on 4 trials, nor be far worse than it
+        assert 0.2 < r["ratio"] < 3.0
+        assert 0.0 <= r["within_tolerance"] <= 1.0 and 0.5 < r["within_tolerance_at_bound"] <= 1.0

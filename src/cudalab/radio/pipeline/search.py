@@ -277,7 +277,7 @@ def search_plan(h: Header, cfg: SearchConfig) -> DedispersionPlan:
     )
 
 
-def _refine(
+def refine_candidate(
     c: Candidate,
     obs: Observation,
     plan: DedispersionPlan,
@@ -531,7 +531,7 @@ def _search_file(
         cands.sort(key=lambda c: -c.snr)
     with clock("refine"):
         for i, c in enumerate(cands[: 0 if h.is_time_series else cfg.refine]):  # one DM: nothing to refine
-            cands[i] = _refine(c, obs, plan, widths, cfg, rfi, device)
+            cands[i] = refine_candidate(c, obs, plan, widths, cfg, rfi, device)
             if progress is not None:
                 progress("refine DM", i + 1, min(len(cands), cfg.refine))
         cands.sort(key=lambda c: -c.snr)
