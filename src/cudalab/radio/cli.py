@@ -653,7 +653,7 @@ def periodic(
         float, typer.Option(help="Largest DM, pc cm^-3 (filterbanks; capped by the file).")
     ] = 1000.0,
     sigma: Annotated[
-        float, typer.Option(help="Fourier candidates at least this significant, after trials.")
+        float, typer.Option(help="Fourier and FFA candidates at least this significant, after trials.")
     ] = 6.0,
     fold: Annotated[int, typer.Option("--fold", min=0, help="Candidates folded (the most significant).")] = 5,
     f_min: Annotated[float, typer.Option("--f-min", help="Lowest spin frequency searched, Hz.")] = 0.5,
@@ -664,6 +664,17 @@ def periodic(
     birdies: Annotated[
         Path | None, typer.Option(help="Frequencies to zap: 'frequency_hz [half_width_hz]' per line.")
     ] = None,
+    ffa_min: Annotated[
+        float | None,
+        typer.Option(
+            "--ffa-min",
+            min=0.0,
+            help="Shortest period the FFA folds, s (0: none; default 0.1 for time series, none for filterbanks).",
+        ),
+    ] = None,
+    ffa_max: Annotated[
+        float, typer.Option("--ffa-max", min=0.0, help="Longest period the FFA folds, s.")
+    ] = 10.0,
     device: Annotated[DeviceChoice | None, typer.Option(help="auto (GPU when usable), cuda or cpu.")] = None,
 ) -> None:
     """Search for pulsars: FFT, harmonic sums, sifting, and folding of the best candidates (docs/radio.md)."""
@@ -676,13 +687,14 @@ def periodic(
     dev, _ = resolve_device((device or DeviceChoice.auto).value)
     job = PeriodicJob(dm_min=dm_min, dm_max=dm_max, fold=fold,
                       search=PeriodicConfig(sigma=sigma, f_min=f_min, birdies=_birdies(birdies),
-                                            accel_max=accel_max))  # fmt: skip
+                                            accel_max=accel_max, ffa_period_min_s=ffa_min,
+                                            ffa_period_max_s=ffa_max))  # fmt: skip
     console = Console(stderr=True)
     summary = run_periodic(path, out, job, dev)  # a file it cannot search is a CudalabError, in one line
     best = summary["best"]
     console.print(
-        f"[bold]periodic[/]   {summary['dm_trials']} DM trials, {summary['fourier_candidates']} Fourier candidates, "
-        f"{summary['candidates']} after sifting, {summary['seconds']:.1f} s",
+        f"[bold]periodic[/]   {summary['dm_trials']} DM trials, {summary['fourier_candidates']} Fourier and "
+        f"{summary['ffa_candidates']} FFA candidates, {summary['candidates']} after sifting, {summary['seconds']:.1f} s",
         highlight=False,
     )
     if best:

@@ -11,6 +11,7 @@ S/N is the best boxcar's (all widths of 1 to ``nbins/2`` bins, wrapped) over the
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,9 +115,11 @@ def optimise(
     coarse = period_s + np.linspace(-1, 1, 33) * period_s**2 / tobs
     period_s = float(max(coarse, key=lambda p: fold(x, tsamp_s, float(p), pdot0, nbins=16, nsub=4).chi2_r))
     nb = max(8, min(nbins, int(period_s / tsamp_s)))
-    dp = period_s**2 / tobs * (2.0 / nb) * 2  # a drift of 4 bins end to end, either side
+    # a drift of 4 bins of at most 64 end to end, either side: the coarse step's reach, however fine
+    # the final fold
+    dp = period_s**2 / tobs * (2.0 / min(nb, 64)) * 2
     best: Fold | None = None
-    pdot_span = period_s / tobs**2 * (4.0 / nb) * 2 if pdots > 1 else 0.0
+    pdot_span = period_s / tobs**2 * (4.0 / min(nb, 64)) * 2 if pdots > 1 else 0.0
     for pd in pdot0 + (np.linspace(-pdot_span, pdot_span, pdots) if pdots > 1 else np.zeros(1)):
         for p in period_s + np.linspace(-dp, dp, steps):
             f = fold(x, tsamp_s, float(p), float(pd), nbins=nbins, nsub=16)
@@ -131,14 +134,31 @@ def true_period(
 ) -> float:
     """The candidate's period, or the multiple ``k P`` (k = 2 .. 8) whose fold shows one pulse where
     folding at ``P`` stacked ``k`` of them (a harmonic sum can peak at twice the spin frequency for a
-    pulsar with a narrow pulse). Folding at ``k P`` splits the profile into ``k`` stretches; when one
-    stretch holds the pulse and the others hold less than half of it, the true period is ``k P``."""
+    pulsar with a narrow pulse), or the fraction ``P / k`` when folding at ``P`` shows ``k`` equal
+    pulses a ``k``-th of a turn apart (a fold at a multiple of the period, as the FFA's can be).
+    Folding at ``k P`` splits the profile into ``k`` stretches; when one stretch holds the pulse and
+    the others hold less than half of it, the true period is ``k P``. Folding at ``P`` with ``k``
+    times the bins, when every stretch holds a pulse within 0.6 of the brightest, at the same place
+    in its stretch, the true period is ``P / k`` (the largest such ``k``)."""
     each = max(8, min(nbins, int(period_s / tsamp_s)))
+    for k in range(8, 1, -1):
+        if period_s / k < 8 * tsamp_s:
+            continue
+        f = fold(x, tsamp_s, period_s, pdot, nbins=k * each, nsub=8)
+        # the brightest bin at the middle of the first stretch, so no pulse straddles two of them
+        profile = np.roll(f.profile, each // 2 - int(np.argmax(f.profile)))
+        seg = profile[: len(profile) // k * k].reshape(k, -1)
+        noise = np.median(np.abs(profile - np.median(profile))) * 1.4826
+        top, where = seg.max(axis=1), seg.argmax(axis=1)
+        spread = np.abs(where - each // 2).max()  # every stretch's pulse where the first's is
+        if top.max() > 5 * noise and top.min() > 0.6 * top.max() and spread <= max(2, each // 8):
+            return period_s / k
     for k in range(2, 9):
         f = fold(x, tsamp_s, k * period_s, k * pdot, nbins=k * each, nsub=8)
-        seg = f.profile[: len(f.profile) // k * k].reshape(k, -1)
+        profile = np.roll(f.profile, each // 2 - int(np.argmax(f.profile)))  # no pulse across stretches
+        seg = profile[: len(profile) // k * k].reshape(k, -1)
         top = np.sort(seg.max(axis=1))[::-1]  # each stretch's peak, brightest first
-        noise = np.median(np.abs(f.profile - np.median(f.profile))) * 1.4826
+        noise = np.median(np.abs(profile - np.median(profile))) * 1.4826
         if top[0] > 5 * noise and top[1] < 0.5 * top[0]:
             return k * period_s
     return period_s
@@ -159,14 +179,24 @@ def refine(
     nbins: int = 64,
     pdots: int = 5,
 ) -> Fold:
-    """A Fourier candidate's fold on the prepared series ``x``: its true period among its multiples
-    (:func:`true_period`), then the period and derivative optimised (:func:`optimise`) from the
-    derivative its acceleration implies, ``Pdot = P a / c``."""
+    """A candidate's fold on the prepared series ``x``: its true period among its multiples and
+    fractions (:func:`true_period`), then the period and derivative optimised (:func:`optimise`) from
+    the derivative its acceleration implies, ``Pdot = P a / c``. The fold has at least ``nbins``
+    bins, and more for a slow pulsar (:func:`fold_bins`)."""
     from cudalab.radio.periodic.search import C_M_S
 
     pdot = accel * period_s / C_M_S
     period = true_period(x, tsamp_s, period_s, nbins=nbins, pdot=pdot)
-    return optimise(x, tsamp_s, period, nbins=nbins, pdots=pdots, pdot0=pdot * period / period_s)
+    bins = fold_bins(period, tsamp_s, nbins)
+    return optimise(x, tsamp_s, period, nbins=bins, pdots=pdots, pdot0=pdot * period / period_s)
 
 
-__all__ = ["Fold", "baseline_window", "fold", "optimise", "prepare", "refine", "true_period"]
+def fold_bins(period_s: float, tsamp_s: float, least: int = 64, most: int = 256) -> int:
+    """Phase bins for a fold: ``least``, or for a slow pulsar the power of two that keeps at least four
+    samples a bin, up to ``most`` (a 1 % pulse of a 5 s pulsar spans 2.6 bins of 256, not 0.6 of 64:
+    the boxcar then measures it without a bin's dilution)."""
+    wide = 2 ** math.floor(math.log2(max(period_s / tsamp_s / 4, 1.0)))
+    return int(max(least, min(most, wide)))
+
+
+__all__ = ["Fold", "baseline_window", "fold", "fold_bins", "optimise", "prepare", "refine", "true_period"]

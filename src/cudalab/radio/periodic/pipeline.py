@@ -34,7 +34,15 @@ from cudalab._io import atomic_write_bytes, atomic_write_text
 from cudalab.errors import CudalabError
 from cudalab.radio.io.observation import open_observation
 from cudalab.radio.periodic.fold import Fold, baseline_window, fold, prepare, refine
-from cudalab.radio.periodic.search import C_M_S, PeriodCandidate, PeriodicConfig, fourier_candidates, sift
+from cudalab.radio.periodic.search import (
+    C_M_S,
+    PeriodCandidate,
+    PeriodicConfig,
+    ffa_candidates,
+    ffa_period_min,
+    fourier_candidates,
+    sift,
+)
 from cudalab.runs.rundir import RunDir, now, staged
 
 KIND = "radio-periodic"
@@ -122,12 +130,17 @@ def clip(series: torch.Tensor, threshold: float = 6.0) -> torch.Tensor:
     return series
 
 
-def _dm_limit(h: Any) -> float:
-    """The largest DM whose sweep leaves half the observation."""
+def _sweep_per_dm(h: Any) -> float:
+    """Seconds of dispersion sweep across the band per unit DM (0 for a time series)."""
     from cudalab.radio.constants import DM_CONSTANT
 
-    span = DM_CONSTANT * (h.fmin_mhz**-2 - h.fmax_mhz**-2)
-    return 0.5 * h.nsamples * h.tsamp_s / span
+    return 0.0 if h.is_time_series else DM_CONSTANT * (h.fmin_mhz**-2 - h.fmax_mhz**-2)
+
+
+def _dm_limit(h: Any) -> float:
+    """The largest DM whose sweep leaves half the observation."""
+
+    return 0.5 * h.nsamples * h.tsamp_s / _sweep_per_dm(h)
 
 
 def _series_at(
@@ -270,14 +283,15 @@ def plot_fold(fd: Folded, header: Any, title: str) -> bytes:
     ax.axis("off")
     c = fd.cand
     text = (f"{title}\n\nP      {f.period_s * 1e3:.6f} ms\nPdot   {f.pdot:.3g}\nDM     {f.dm:.2f}\n"
-            f"chi2_r {f.chi2_r:.1f}\nS/N    {f.snr:.1f}\nduty   {f.duty:.3f}\n\nFourier: {c.sigma:.1f} sigma,\n"
-            f"{c.harmonics} harmonics,\nat {len(c.dms)} DM trial(s)")  # fmt: skip
+            f"chi2_r {f.chi2_r:.1f}\nS/N    {f.snr:.1f}\nduty   {f.duty:.3f}\n\n{c.search.upper()}: {c.sigma:.1f} sigma,\n"
+            + (f"{c.harmonics} harmonics,\n" if c.search == "fourier" else "")
+            + f"at {len(c.dms)} DM trial(s)")  # fmt: skip
     ax.text(0, 1, text, va="top", family="monospace", fontsize=10)
     fig.tight_layout()
     return _png(fig)
 
 
-FIELDS = ("rank", "period_ms", "freq_hz", "dm", "fourier_sigma", "harmonics", "dm_hits", "folded_period_ms",
+FIELDS = ("rank", "period_ms", "freq_hz", "dm", "search", "sigma", "harmonics", "dm_hits", "folded_period_ms",
           "pdot", "folded_dm", "chi2_r", "fold_snr", "duty")  # fmt: skip
 
 
@@ -288,7 +302,7 @@ def write_candidates(out: Path, sifted: list[PeriodCandidate], folded: dict[int,
     for i, c in enumerate(sifted):
         fd = folded.get(i)
         f = fd.fold if fd else None
-        w.writerow([i, f"{c.period_s * 1e3:.6f}", f"{c.freq_hz:.6f}", f"{c.dm:.2f}", f"{c.sigma:.2f}", c.harmonics,
+        w.writerow([i, f"{c.period_s * 1e3:.6f}", f"{c.freq_hz:.6f}", f"{c.dm:.2f}", c.search, f"{c.sigma:.2f}", c.harmonics,
                     len(c.dms), f"{f.period_s * 1e3:.6f}" if f else "", f"{f.pdot:.3g}" if f else "",
                     f"{f.dm:.2f}" if f else "", f"{f.chi2_r:.2f}" if f else "", f"{f.snr:.2f}" if f else "",
                     f"{f.duty:.3f}" if f else ""])  # fmt: skip
@@ -300,7 +314,7 @@ def write_report(
 ) -> None:
     rows = "".join(
         f"<tr><td>{i}</td><td>{(fd.fold.period_s if fd else c.period_s) * 1e3:.6f}</td><td>{(fd.fold.dm if fd else c.dm):.2f}</td>"
-        f"<td>{c.sigma:.1f}</td><td>{c.harmonics}</td><td>{fd.fold.snr if fd else float('nan'):.1f}</td></tr>"
+        f"<td>{c.search}</td><td>{c.sigma:.1f}</td><td>{c.harmonics}</td><td>{fd.fold.snr if fd else float('nan'):.1f}</td></tr>"
         for i, (c, fd) in enumerate((c, folded.get(i)) for i, c in enumerate(sifted))
     )
     figs = "".join(
@@ -310,8 +324,8 @@ def write_report(
 <style>body{{font-family:sans-serif;margin:2em;max-width:1000px}}table{{border-collapse:collapse}}td,th{{padding:2px 10px;border-bottom:1px solid #ddd;text-align:right}}</style>
 </head><body><h1>Periodicity search: {html.escape(path.name)}</h1>
 <p>{summary["dm_trials"]} DM trials ({summary["dm_min"]:.1f}-{summary["dm_max"]:.1f}), {summary["samples"]} samples of
-{summary["tsamp_s"] * 1e6:.2f} us; {summary["fourier_candidates"]} Fourier candidates sifted to {len(sifted)}; {summary["seconds"]:.1f} s.</p>
-<table><tr><th>#</th><th>period (ms)</th><th>DM</th><th>Fourier sigma</th><th>harmonics</th><th>fold S/N</th></tr>{rows}</table>
+{summary["tsamp_s"] * 1e6:.2f} us; {summary["fourier_candidates"]} Fourier and {summary["ffa_candidates"]} FFA candidates sifted to {len(sifted)}; {summary["seconds"]:.1f} s.</p>
+<table><tr><th>#</th><th>period (ms)</th><th>DM</th><th>search</th><th>sigma</th><th>harmonics</th><th>fold S/N</th></tr>{rows}</table>
 {figs}</body></html>"""
     atomic_write_text(out / "report.html", doc)
 
@@ -322,8 +336,13 @@ def run_periodic(path: Path, out: Path, job: PeriodicJob, device: torch.device) 
 
     started, t0 = now(), time.perf_counter()
     h, series, dms, obs, data = dedispersed(path, job, device)
+    # the FFA's default follows the input (see ffa_period_min); the run's config records the value used
+    search = replace(job.search, ffa_period_min_s=ffa_period_min(job.search, h.is_time_series))
+    job = replace(job, search=search)
     n = series.shape[1] - series.shape[1] % 2
     cands = fourier_candidates(series, h.tsamp_s, dms, job.search)
+    n_fourier = len(cands)
+    cands += ffa_candidates(series, h.tsamp_s, dms, job.search, _sweep_per_dm(h))
     sifted = sift(cands, n * h.tsamp_s, len(dms), job.search)
     del series
     done = [fold_candidate(obs, data, c, dms, job) for c in sifted[: job.fold]]
@@ -332,7 +351,8 @@ def run_periodic(path: Path, out: Path, job: PeriodicJob, device: torch.device) 
     folded = dict(enumerate(done))
     summary = {
         "file": str(path), "dm_trials": len(dms), "dm_min": float(dms.min()), "dm_max": float(dms.max()),
-        "samples": int(n), "tsamp_s": h.tsamp_s, "fourier_candidates": len(cands), "candidates": len(sifted),
+        "samples": int(n), "tsamp_s": h.tsamp_s, "fourier_candidates": n_fourier, "ffa_candidates": len(cands) - n_fourier,
+        "candidates": len(sifted),
         "seconds": time.perf_counter() - t0,
         "best": {"period_ms": folded[0].fold.period_s * 1e3, "dm": folded[0].fold.dm, "snr": folded[0].fold.snr}
         if folded else None,

@@ -13,6 +13,11 @@ DM trial at once and keeps, per trial and harmonic stage, the local maxima of th
    one whose best DM is below ``min_dm`` (terrestrial interference is undispersed).
 4. **Period range**: frequencies outside ``[f_min, f_max]`` are never candidates (below ``f_min`` the
    red noise is too strong; ``f_max`` is half the sampling rate by default).
+
+:func:`ffa_candidates` adds the fast folding algorithm's (:mod:`cudalab.radio.periodic.ffa`) for
+periods from ``ffa_period_min_s`` to ``ffa_period_max_s``, where folding coherently beats summing
+harmonics: its peaks, with the same kind of trials-corrected significance, go through the same
+sifting, so a pulsar both searches find is one candidate (the more significant detection).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from cudalab.radio.periodic.ffa import FfaConfig, Periodogram, peaks, periodogram
 from cudalab.radio.periodic.fourier import HARMONICS, harmonic_sum, power_spectrum, sigma_of, whiten, zap
 
 
@@ -51,6 +57,27 @@ class PeriodicConfig:
     """The acceleration step drifts a signal at this frequency by one Fourier bin over the
     observation: ``c / (accel_ref_hz T^2)``."""
     accel_trials_max: int = 201
+    ffa_period_min_s: float | None = None
+    """Shortest period the FFA folds, s; 0: no FFA search; None: :data:`FFA_PERIOD_MIN_S` for a time
+    series, none for a filterbank (:func:`ffa_period_min`)."""
+    ffa_period_max_s: float = 10.0
+    """Longest (at most a sixth of the observation)."""
+    ffa_snr: float = 7.0
+    """FFA periodogram peaks from this S/N (before the trials correction) are candidates."""
+
+
+#: The FFA's shortest period when it searches by default (dedispersed time series).
+FFA_PERIOD_MIN_S = 0.1
+
+
+def ffa_period_min(cfg: PeriodicConfig, time_series: bool) -> float:
+    """The FFA's shortest period for ``cfg`` (0: no FFA). By default it searches time series (one
+    DM trial, riptide's use) and not filterbanks: over many DM trials of a busy observation it also
+    folds intermittent interference at long periods, which its single-pulse vetting
+    (:func:`brightest_turn`) does not catch; ``--ffa-min`` turns it on there."""
+    if cfg.ffa_period_min_s is not None:
+        return cfg.ffa_period_min_s
+    return FFA_PERIOD_MIN_S if time_series else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +97,9 @@ class PeriodCandidate:
     """Frequencies of the harmonics merged into it."""
     accel: float = 0.0
     """The line-of-sight acceleration it was best seen at, m/s^2."""
+    search: str = "fourier"
+    """Which search found it: ``fourier`` (``power`` is the harmonic sum) or ``ffa`` (``power`` is the
+    FFA periodogram's S/N, ``harmonics`` 0)."""
 
     @property
     def period_s(self) -> float:
@@ -158,6 +188,144 @@ def _fourier_candidates(
     return out
 
 
+def detrend(series: torch.Tensor, tsamp_s: float, window_s: float) -> torch.Tensor:
+    """``(ndm, n)`` series less their running median over about ``window_s`` (medians of 9 block means
+    of ``window_s / 8``, interpolated linearly), scaled to unit robust noise: what the FFA folds."""
+    ndm, n = series.shape
+    step = max(1, int(window_s / tsamp_s) // 8)
+    k = n // step
+    if k < 2:
+        return series - series.median(dim=-1, keepdim=True).values
+    coarse = series[:, : k * step].reshape(ndm, k, step).mean(dim=-1)
+    padded = torch.nn.functional.pad(coarse[:, None], (4, 4), mode="replicate")[:, 0]
+    med = padded.unfold(-1, 9, 1).median(dim=-1).values  # (ndm, k)
+    pos = ((torch.arange(n, device=series.device, dtype=torch.float64) + 0.5) / step - 0.5).clamp(0, k - 1)
+    i0 = pos.floor().long().clamp(max=k - 2)
+    w = (pos - i0).to(series.dtype)
+    y = series - (med[:, i0] * (1 - w) + med[:, i0 + 1] * w)
+    from cudalab.radio.rfi import robust_location_scale
+
+    loc, scale = robust_location_scale(y[:, :: max(1, n // 65536)])
+    return (y - loc) / scale.clamp_min(1e-6)
+
+
+def ffa_candidates(
+    series: torch.Tensor, tsamp_s: float, dms: np.ndarray, cfg: PeriodicConfig, sweep_s_per_dm: float = 0.0
+) -> list[PeriodCandidate]:
+    """The FFA's candidates of every DM trial (``series``: ``(ndm, n)``; see the module), at most
+    ``per_trial`` per trial.
+
+    ``sweep_s_per_dm``: the band's dispersion sweep per unit DM, 0 for a time series (which the FFA
+    searches by default, :func:`ffa_period_min`). A long period tolerates a coarse DM grid: over a
+    band, trials are taken a hundredth of the shortest period of sweep apart (a millisecond at 0.1 s:
+    a DM off by half a step smears a 1 % pulse by half its width).
+
+    Before its periodogram is trusted, each trial's series loses the single pulses that a fold owed
+    to one turn (:func:`brightest_turn`).
+    """
+    from scipy.special import log_ndtr, ndtri_exp
+
+    period_min = ffa_period_min(cfg, time_series=sweep_s_per_dm <= 0)
+    if period_min <= 0:
+        return []
+    ndm, n = series.shape
+    tobs = n * tsamp_s
+    fcfg = FfaConfig(period_min_s=period_min, period_max_s=cfg.ffa_period_max_s, snr_min=cfg.ffa_snr)
+    keep = np.arange(ndm)
+    if sweep_s_per_dm > 0 and ndm > 2:
+        step = period_min / 100 / sweep_s_per_dm  # DM units
+        chosen, last = [0], float(dms[0])
+        for i in range(1, ndm):
+            if dms[i] - last >= step:
+                chosen.append(i)
+                last = float(dms[i])
+        keep = np.array(sorted(set(chosen) | {ndm - 1}))
+    window = max(1.0, 0.5 * min(cfg.ffa_period_max_s, tobs / 6))
+    x = detrend(series[torch.from_numpy(keep).to(series.device)], tsamp_s, window)
+    pg = periodogram(x, tsamp_s, fcfg)
+    for d in range(len(keep)):
+        pg = _without_folded_bursts(x, d, pg, tsamp_s, fcfg)
+    log_trials = math.log(max(pg.trials, 1.0))
+    out = []
+    for d, i in peaks(pg, fcfg.snr_min, tobs, cfg.per_trial):
+        # S/N ffa_snr is the threshold: white noise's highest peak over ~1e6 folds is about 6 (so no
+        # sigma cut on top, which would ask for 7.3); the trials-corrected sigma ranks it
+        snr = float(pg.snr[d, i])
+        sigma = -float(ndtri_exp(min(float(log_ndtr(-snr)) + log_trials, math.log(0.5))))
+        j = int(keep[d])
+        out.append(
+            PeriodCandidate(1.0 / float(pg.periods_s[i]), float(dms[j]), sigma, snr, 0, j, search="ffa")
+        )
+    return out
+
+
+#: Bursts taken out of one DM trial's series before its periodogram is trusted (each costs a new one).
+MAX_BURSTS = 4
+
+
+def _without_folded_bursts(
+    x: torch.Tensor, d: int, pg: Periodogram, tsamp_s: float, cfg: FfaConfig
+) -> Periodogram:
+    """The periodogram with row ``d`` recomputed after zeroing, in ``x``, each single pulse that its
+    best peak owed to one turn (:func:`brightest_turn`), up to :data:`MAX_BURSTS` of them."""
+    for _ in range(MAX_BURSTS):
+        i = int(np.argmax(pg.snr[d]))
+        if pg.snr[d, i] < cfg.snr_min:
+            break
+        duty = int(pg.width_bins[d, i]) / int(pg.bins[i])
+        left, lo, hi = brightest_turn(x[d].cpu().numpy(), tsamp_s, float(pg.periods_s[i]), duty)
+        if left >= 0.5:  # a pulsar: most of its S/N is in the other turns
+            break
+        x[d, lo:hi] = 0.0
+        row = periodogram(x[d : d + 1], tsamp_s, cfg)
+        pg.snr[d], pg.width_bins[d] = row.snr[0], row.width_bins[0]
+    return pg
+
+
+def brightest_turn(x: np.ndarray, tsamp_s: float, period_s: float, duty: float) -> tuple[float, int, int]:
+    """How much of a fold's S/N is left without its brightest turn, and where that turn's pulse is.
+
+    Folded over ``m`` turns, one bright burst keeps ``S/N / sqrt(m)`` at every period, so at long
+    periods (few turns) the FFA finds it everywhere. The on-pulse window (the best wrapped boxcar of
+    ``duty`` of a turn) is summed turn by turn: without its brightest turn a pulsar keeps most of its
+    S/N (its sum falls by about ``1/m``), a folded single pulse only noise. Returns ``(the S/N left,
+    as a fraction; first sample; end sample)``, the samples being the brightest boxcar within that
+    turn's window, widened by its own length on each side.
+    """
+    n = len(x)
+    nbins = max(8, min(1024, int(period_s / tsamp_s)))
+    t = np.arange(n) * tsamp_s
+    turn = (t // period_s).astype(np.int64)
+    phase_bin = np.minimum((np.mod(t / period_s, 1.0) * nbins).astype(np.int64), nbins - 1)
+    profile = np.bincount(phase_bin, weights=x, minlength=nbins)
+    w = max(1, round(duty * nbins))
+    c = np.concatenate([[0.0], np.cumsum(np.concatenate([profile, profile[:w]]))])
+    start = int(np.argmax(c[w : w + nbins] - c[:nbins]))
+    on = ((phase_bin - start) % nbins) < w
+    per_turn = np.bincount(turn[on], weights=x[on])
+    counts = np.bincount(turn[on])
+    total, samples = float(per_turn.sum()), int(counts.sum())
+    k = int(np.argmax(per_turn))
+    where = np.flatnonzero(on & (turn == k))
+    if total <= 0 or len(where) == 0:
+        return 1.0, 0, 0
+    rest = (total - per_turn[k]) / math.sqrt(max(samples - counts[k], 1))
+    # the pulse within that turn's window: its brightest boxcar (widths 1, 2, 4, ...), widened by its
+    # own length on each side, so a short burst in a wide window costs only its own samples
+    seg = x[where[0] : where[-1] + 1]
+    c = np.concatenate([[0.0], np.cumsum(seg)])
+    best, lo, hi = -np.inf, int(where[0]), int(where[-1]) + 1
+    w = 1
+    while w <= len(seg):
+        snr = (c[w:] - c[:-w]) / math.sqrt(w)
+        j = int(np.argmax(snr))
+        if snr[j] > best:
+            best, lo, hi = float(snr[j]), int(where[0]) + j, int(where[0]) + j + w
+        w *= 2
+    width = hi - lo
+    return float(rest / (total / math.sqrt(samples))), max(0, lo - width), min(n, hi + width)
+
+
 def _power_threshold(h: int, trials: float, sigma: float) -> float:
     """The harmonic sum of ``h`` powers that reaches ``sigma`` after ``trials`` trials."""
     from scipy import stats
@@ -203,4 +371,12 @@ def sift(cands: list[PeriodCandidate], tobs_s: float, ndm: int, cfg: PeriodicCon
     return [replace(k, dms=tuple(sorted(h)), related=tuple(sorted(set(r)))) for k, h, r in kept]
 
 
-__all__ = ["PeriodCandidate", "PeriodicConfig", "fourier_candidates", "sift"]
+__all__ = [
+    "PeriodCandidate",
+    "PeriodicConfig",
+    "brightest_turn",
+    "detrend",
+    "ffa_candidates",
+    "fourier_candidates",
+    "sift",
+]
