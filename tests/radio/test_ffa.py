@@ -140,3 +140,18 @@ def test_the_brightest_turn_tells_a_folded_burst_from_a_pulsar() -> None:
     assert left < 0.3 and lo <= 30_000 and hi >= 30_004 and hi - lo <= 16
     assert brightest_turn(noise + _pulses(n, 5.0, 0.05, 12.0), TSAMP, 5.0, 0.05)[0] > 0.5  # 12 turns
     assert brightest_turn(noise + _pulses(n, 0.3, 0.02, 10.0), TSAMP, 0.3, 0.02)[0] > 0.8  # 200 turns
+
+
+@pytest.mark.gpu
+def test_the_periodogram_on_the_gpu_equals_the_cpu() -> None:
+    """Fresh random series holding a pulsar: the same folds, S/N and widths on cuda as on the CPU."""
+    seed = int(np.random.SeedSequence().entropy % 2**31)
+    rng = np.random.default_rng(seed)
+    n = 200_000
+    x = rng.normal(size=(4, n)) + _pulses(n, 0.913, 0.03, 20.0)[None]
+    cfg = FfaConfig(period_min_s=0.3, period_max_s=5.0)
+    cpu = periodogram(torch.from_numpy(x), 5e-4, cfg)
+    gpu = periodogram(torch.from_numpy(x).cuda(), 5e-4, cfg)
+    np.testing.assert_allclose(gpu.snr, cpu.snr, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(gpu.periods_s, cpu.periods_s)
+    assert abs(gpu.periods_s[np.argmax(gpu.snr[0])] - 0.913) < 0.913**2 / (n * 5e-4), seed
