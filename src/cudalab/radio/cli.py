@@ -653,7 +653,8 @@ def periodic(
         float, typer.Option(help="Largest DM, pc cm^-3 (filterbanks; capped by the file).")
     ] = 1000.0,
     sigma: Annotated[
-        float, typer.Option(help="Fourier and FFA candidates at least this significant, after trials.")
+        float,
+        typer.Option(help="Fourier candidates at least this significant, after trials (the FFA's: S/N 7)."),
     ] = 6.0,
     fold: Annotated[int, typer.Option("--fold", min=0, help="Candidates folded (the most significant).")] = 5,
     f_min: Annotated[float, typer.Option("--f-min", help="Lowest spin frequency searched, Hz.")] = 0.5,

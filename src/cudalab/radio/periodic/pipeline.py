@@ -139,7 +139,6 @@ def _sweep_per_dm(h: Any) -> float:
 
 def _dm_limit(h: Any) -> float:
     """The largest DM whose sweep leaves half the observation."""
-
     return 0.5 * h.nsamples * h.tsamp_s / _sweep_per_dm(h)
 
 
