@@ -129,6 +129,10 @@ def optimise(
     return fold(x, tsamp_s, best.period_s, best.pdot, nbins=nbins)
 
 
+#: The S/N gain (of the ``sqrt(k)`` expected) that makes a fraction ``P / k`` the true period.
+FRACTION_GAIN = 1.2
+
+
 def true_period(
     x: NDArray[np.float64], tsamp_s: float, period_s: float, *, nbins: int = 64, pdot: float = 0.0
 ) -> float:
@@ -137,21 +141,23 @@ def true_period(
     pulsar with a narrow pulse), or the fraction ``P / k`` when folding at ``P`` shows ``k`` equal
     pulses a ``k``-th of a turn apart (a fold at a multiple of the period, as the FFA's can be).
     Folding at ``k P`` splits the profile into ``k`` stretches; when one stretch holds the pulse and
-    the others hold less than half of it, the true period is ``k P``. Folding at ``P`` with ``k``
-    times the bins, when every stretch holds a pulse within 0.6 of the brightest, at the same place
-    in its stretch, the true period is ``P / k`` (the largest such ``k``)."""
+    the others hold less than half of it, the true period is ``k P``. Folding at ``P / k`` stacks the
+    ``k`` pulses: when the best such fold's S/N exceeds :data:`FRACTION_GAIN` times the fold at
+    ``P``'s, the true period is that ``P / k``."""
     each = max(8, min(nbins, int(period_s / tsamp_s)))
-    for k in range(8, 1, -1):
-        if period_s / k < 8 * tsamp_s:
-            continue
-        f = fold(x, tsamp_s, period_s, pdot, nbins=k * each, nsub=8)
-        # the brightest bin at the middle of the first stretch, so no pulse straddles two of them
-        profile = np.roll(f.profile, each // 2 - int(np.argmax(f.profile)))
-        seg = profile[: len(profile) // k * k].reshape(k, -1)
-        noise = np.median(np.abs(profile - np.median(profile))) * 1.4826
-        top, where = seg.max(axis=1), seg.argmax(axis=1)
-        spread = np.abs(where - each // 2).max()  # every stretch's pulse where the first's is
-        if top.max() > 5 * noise and top.min() > 0.6 * top.max() and spread <= max(2, each // 8):
+    # a fraction: folded at its true period P / k, a pulsar's k pulses of the fold at P stack into one,
+    # so its S/N grows by about sqrt(k); folded at a fraction of its own period, it smears and falls
+    base = fold(x, tsamp_s, period_s, pdot, nbins=each, nsub=1).snr
+    fractions = {
+        k: fold(
+            x, tsamp_s, period_s / k, pdot / k, nbins=max(8, min(nbins, int(period_s / k / tsamp_s))), nsub=1
+        ).snr
+        for k in range(2, 9)
+        if period_s / k >= 8 * tsamp_s
+    }
+    if fractions:
+        k = max(fractions, key=lambda j: fractions[j])
+        if fractions[k] > FRACTION_GAIN * base:
             return period_s / k
     for k in range(2, 9):
         f = fold(x, tsamp_s, k * period_s, k * pdot, nbins=k * each, nsub=8)
