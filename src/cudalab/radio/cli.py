@@ -655,7 +655,7 @@ def periodic(
     sigma: Annotated[
         float,
         typer.Option(help="Fourier candidates at least this significant, after trials (the FFA's: S/N 7)."),
-    ] = 6.0,
+    ] = 4.0,
     fold: Annotated[int, typer.Option("--fold", min=0, help="Candidates folded (the most significant).")] = 5,
     f_min: Annotated[float, typer.Option("--f-min", help="Lowest spin frequency searched, Hz.")] = 0.5,
     accel_max: Annotated[

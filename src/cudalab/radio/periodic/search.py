@@ -36,8 +36,9 @@ from cudalab.radio.periodic.fourier import HARMONICS, harmonic_sum, power_spectr
 class PeriodicConfig:
     """The Fourier search and sifting settings."""
 
-    sigma: float = 6.0
-    """Keep harmonic sums at least this significant after the trials correction."""
+    sigma: float = 4.0
+    """Keep harmonic sums at least this significant after the trials correction (PRESTO's sifting
+    default; noise reaches it about once in 30,000 searches, and the folds judge what passes)."""
     harmonics: tuple[int, ...] = HARMONICS
     f_min: float = 0.5
     """Lowest frequency searched, Hz (periods up to 2 s)."""
