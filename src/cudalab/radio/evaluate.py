@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from cudalab.radio.constants import DM_CONSTANT, smearing_s
+from cudalab.radio.simulate import FWHM_PER_SIGMA, SCATTER_INDEX
 from cudalab.radio.single_pulse.candidates import Candidate
 
 #: A candidate is associated with an injected pulse within this many of the wider of their widths
@@ -31,12 +32,6 @@ def dm_accurate(found: float, true: float) -> bool:
     narrow band cannot do better: :func:`dm_cramer_rao` is the limit any estimator has; the stated
     error is judged beside it, in ``within_3_sigma``.)"""
     return abs(found - true) <= dm_tolerance(true)
-
-
-#: FWHM of a Gaussian over its standard deviation (the simulator's widths are FWHM).
-_FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
-#: Scattering time's frequency index (the simulator's).
-_SCATTER_INDEX = -4.0
 
 
 def dm_cramer_rao(pulse: dict[str, Any], truth: dict[str, Any]) -> float:
@@ -64,11 +59,11 @@ def dm_cramer_rao(pulse: dict[str, Any], truth: dict[str, Any]) -> float:
     spectrum = (f / f.mean()) ** pulse.get("spectral_index", 0.0)
     if pulse.get("band_mhz"):
         centre, fwhm = pulse["band_mhz"]
-        spectrum = spectrum * np.exp(-0.5 * ((f - centre) / (fwhm / _FWHM_PER_SIGMA)) ** 2)
+        spectrum = spectrum * np.exp(-0.5 * ((f - centre) / (fwhm / FWHM_PER_SIGMA)) ** 2)
     smear = smearing_s(pulse["dm"], abs(h["foff_mhz"]), f, k_dm)
-    tau = pulse.get("scatter_s", 0.0) * (f / 1000.0) ** _SCATTER_INDEX
+    tau = pulse.get("scatter_s", 0.0) * (f / 1000.0) ** SCATTER_INDEX
     sigma = np.sqrt(
-        (pulse["width_s"] / _FWHM_PER_SIGMA) ** 2 + smear**2 / 12 + tau**2 + h["tsamp_s"] ** 2 / 12
+        (pulse["width_s"] / FWHM_PER_SIGMA) ** 2 + smear**2 / 12 + tau**2 + h["tsamp_s"] ** 2 / 12
     )
     live = spectrum > 1e-6 * spectrum.max() if spectrum.max() > 0 else spectrum > 0
     s_c, sigma, x = spectrum[live], sigma[live], k_dm * f[live] ** -2

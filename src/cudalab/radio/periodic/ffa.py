@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from cudalab.radio.single_pulse.search import boxcar_widths as single_pulse_widths
+
 
 def _round(x: torch.Tensor) -> torch.Tensor:
     """Round half up (``torch.round`` rounds half to even; the recursion's shifts must not)."""
@@ -62,15 +64,9 @@ def ffa_transform(rows: torch.Tensor) -> torch.Tensor:
 
 
 def boxcar_widths(bins: int, duty_max: float) -> list[int]:
-    """Boxcar widths in bins: 1, 2, 3, 4, 6, 8, 12, ... (about sqrt(2) apart) up to ``duty_max`` of a turn."""
-    top = max(1, int(duty_max * bins))
-    out, k = [], 0
-    while 2**k <= top:
-        out.append(2**k)
-        if k >= 1 and 3 * 2 ** (k - 1) <= top:
-            out.append(3 * 2 ** (k - 1))
-        k += 1
-    return sorted(set(out))
+    """Boxcar widths in bins up to ``duty_max`` of a turn: the single-pulse search's sequence (1, 2, 3, 4,
+    6, 8, 12, ..., about sqrt(2) apart)."""
+    return single_pulse_widths(duty_max * bins, 1.0)
 
 
 def profile_snr(

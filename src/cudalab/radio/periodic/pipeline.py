@@ -131,10 +131,11 @@ def clip(series: torch.Tensor, threshold: float = 6.0) -> torch.Tensor:
 
 
 def _sweep_per_dm(h: Any) -> float:
-    """Seconds of dispersion sweep across the band per unit DM (0 for a time series)."""
+    """The single-pulse search's sweep per unit DM (seconds; 0 for a time series)."""
     from cudalab.radio.constants import DM_CONSTANT
+    from cudalab.radio.pipeline.search import sweep_s_per_dm
 
-    return 0.0 if h.is_time_series else DM_CONSTANT * (h.fmin_mhz**-2 - h.fmax_mhz**-2)
+    return 0.0 if h.is_time_series else sweep_s_per_dm(h, DM_CONSTANT)
 
 
 def _dm_limit(h: Any) -> float:
