@@ -119,6 +119,49 @@ def test_a_set_is_reproducible_from_its_seed_observation_by_observation(
     assert two == six
 
 
+def _rows(root: Path, below: int | None = None) -> list[dict[str, str]]:
+    rows = list(csv.DictReader((root / "candidates.csv").open()))
+    return [r for r in rows if below is None or int(r["observation"]) < below]
+
+
+def test_a_stopped_build_resumes_and_a_set_grows_and_shrinks(
+    dataset: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    cfg = _cfg(shared_data, 3)
+    out = tmp_path / "set"
+    journal = tmp_path / ".set.building"
+
+    def stop_after_one(done: int, total: int, counts: dict[str, int]) -> None:
+        if done == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # stopped after its first observation
+        build_dataset(replace(cfg, observations=2), out, stop_after_one)
+    assert not out.exists() and (journal / "rows" / "00000.json").is_file()
+    meta = build_dataset(replace(cfg, observations=2), out)
+    assert (meta["resumed"], meta["taken"], meta["built"]) == (1, 0, 1)
+    assert _rows(out) == _rows(dataset, 2)
+    assert not journal.exists() and not (tmp_path / ".set.building.lock").exists()
+    first = {r["file"]: (out / r["file"]).stat().st_ino for r in _rows(out)}
+
+    meta = build_dataset(cfg, out)  # grown: observations 0 and 1 kept (their files linked), 2 built
+    assert (meta["resumed"], meta["taken"], meta["built"]) == (0, 2, 1)
+    assert _rows(out) == _rows(dataset, 3)
+    assert all((out / f).stat().st_ino == ino for f, ino in first.items())
+    assert json.loads((out / "dataset.json").read_text())["config"]["observations"] == 3
+
+    meta = build_dataset(replace(cfg, observations=1), out)  # cut: nothing built, files gone
+    assert (meta["taken"], meta["built"]) == (1, 0)
+    assert _rows(out) == _rows(dataset, 1)
+    assert sorted(p.name for p in (out / "cands").iterdir()) == sorted(
+        Path(r["file"]).name for r in _rows(dataset, 1)
+    )
+    # another recipe (another seed) replaces the set: nothing of it is taken
+    meta = build_dataset(replace(cfg, observations=1, seed=5), out)
+    assert (meta["taken"], meta["built"]) == (0, 1)
+    assert _rows(out) != _rows(dataset, 1)
+
+
 def test_bad_dataset_arguments_are_one_line_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

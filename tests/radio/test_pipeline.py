@@ -305,3 +305,25 @@ def test_a_bright_burst_beside_a_narrowband_impulse_is_found(tmp_path: Path, off
             t_r = round(rfi.time_s / res.header.tsamp_s)
             assert any(a < c1 and b > c0 and s <= t_r + 200 and e >= t_r for a, b, s, e in res.impulses)
             assert res.candidates[0] is hits[0]
+
+
+def test_the_giant_cap_keeps_the_brightest_per_second_and_says_what_it_set_aside(tmp_path: Path) -> None:
+    # the unmasked impulse's track gives about 2,000 giants a second; capped at 500 a second, the
+    # brightest candidate is the same, and what was set aside is counted and warned of
+    _track_offset_obs(tmp_path / "obs.fil", 0.3)
+    cfg = SearchConfig(dm_max=600.0, device="cpu", refine=0)
+    cfg = replace(cfg, rfi=replace(cfg.rfi, impulse_threshold=0.0))
+    full = search_file(tmp_path / "obs.fil", cfg)
+    capped = search_file(tmp_path / "obs.fil", replace(cfg, max_giant_rate=500))
+    assert full.giants_dropped == 0 and full.warnings() == []
+    assert capped.giants_dropped == len(full.giants) - len(capped.giants) > 0
+    per_second = np.bincount(capped.giants.sample // round(1 / capped.header.tsamp_s))
+    assert per_second.max() <= 500
+    assert 0 < capped.giants_floor_snr <= capped.candidates[0].snr
+    assert (capped.candidates[0].snr, capped.candidates[0].dm) == (
+        full.candidates[0].snr,
+        full.candidates[0].dm,
+    )
+    assert any("set aside" in w and "max_giant_rate" in w for w in capped.warnings())
+    with pytest.raises(ValueError, match="max_giant_rate"):
+        SearchConfig(max_giant_rate=-1)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cudalab.radio.rfi import MAD_TO_STD, STATS_SAMPLES
-from cudalab.radio.single_pulse.cluster import cluster_giants
+from cudalab.radio.single_pulse.cluster import cap_giants, cluster_giants, friend_pairs
 from cudalab.radio.single_pulse.search import (
     Giants,
     find_giants,
@@ -128,6 +128,56 @@ def test_clustering_merges_a_bow_tie_and_separates_distinct_pulses() -> None:
 
 def test_clustering_empty() -> None:
     assert len(cluster_giants(Giants.empty()).best) == 0
+
+
+def _random_giants(n: int, seed: int, samples: int = 20_000, trials: int = 200) -> Giants:
+    rng = np.random.default_rng(seed)
+    return Giants(
+        snr=rng.uniform(6, 20, n).astype(np.float32),
+        sample=rng.integers(0, samples, n).astype(np.int64),
+        width=(2 ** rng.integers(0, 10, n) * rng.choice([1, 3], n)).astype(np.int64),  # as searched
+        dm_index=rng.integers(0, trials, n).astype(np.int64),
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_friend_pairs_are_every_pair_within_the_three_separations(seed: int) -> None:
+    g = _random_giants(2500, seed)
+    i, j = friend_pairs(g, time_tol=3.0, dm_tol=20, width_tol=3)
+    got = set(zip(i.tolist(), j.tolist(), strict=True))
+    assert len(got) == len(i) and bool(np.all(i < j))
+    a, b = np.triu_indices(len(g), 1)  # brute force, the definition written out
+    ok = (
+        (np.abs(g.sample[a] - g.sample[b]) <= 3.0 * np.maximum(g.width[a], g.width[b]))
+        & (np.abs(g.dm_index[a] - g.dm_index[b]) <= 20)
+        & (np.maximum(g.width[a], g.width[b]) < 8 * np.minimum(g.width[a], g.width[b]))
+    )
+    assert got == set(zip(a[ok].tolist(), b[ok].tolist(), strict=True)) and len(got) > 1000
+
+
+def test_the_giant_cap_keeps_the_brightest_of_each_block_and_spares_quiet_blocks() -> None:
+    busy = _random_giants(5000, 2, samples=10_000)  # block 0 and block 1: 2,500 giants each or so
+    quiet = Giants(  # block 3: three faint giants
+        snr=np.array([6.1, 6.2, 6.3], np.float32),
+        sample=np.array([30_100, 30_200, 30_300], np.int64),
+        width=np.ones(3, np.int64),
+        dm_index=np.zeros(3, np.int64),
+    )
+    g = Giants.concat([busy, quiet])
+    capped = cap_giants(g, block=5_000, limit=1_000)
+    kept = capped.giants
+    assert len(kept) == 2_003 and capped.dropped == len(g) - 2_003
+    for blk in (0, 1):
+        inside = g.sample // 5_000 == blk
+        snr_kept = kept.snr[kept.sample // 5_000 == blk]
+        assert len(snr_kept) == 1_000
+        assert snr_kept.min() >= np.sort(g.snr[inside])[-1_000]  # the brightest thousand
+    assert {6.1, 6.2, 6.3} <= {round(float(x), 1) for x in kept.snr[kept.sample >= 30_000]}
+    assert capped.floor_snr == pytest.approx(
+        max(np.sort(g.snr[g.sample // 5_000 == b])[-1_001] for b in (0, 1))
+    )
+    assert cap_giants(g, block=5_000, limit=0).dropped == 0  # off
+    assert cap_giants(quiet, block=5_000, limit=3).giants is quiet
 
 
 def _bow_tie(

@@ -427,7 +427,13 @@ def demo(
 
 @app.command()
 def dataset(
-    out: Annotated[Path, typer.Argument(help="Folder to write the set into (replaced if it holds a set).")],
+    out: Annotated[
+        Path,
+        typer.Argument(
+            help="Folder to write the set into. A set there of the same recipe is grown (or cut), "
+            "its observations kept; one of another recipe is replaced."
+        ),
+    ],
     observations: Annotated[int, typer.Option(help="Observations to simulate and search.")] = 200,
     seed: Annotated[int, typer.Option(help="Observation i is drawn from (seed, i).")] = 0,
     background: Annotated[
@@ -446,10 +452,11 @@ def dataset(
     overrides: SetOption = None,
 ) -> None:
     """Build a classifier training set: simulate observations, search them, cut out every candidate in
-    FETCH's layout and label it by truth matching (reproducible from the seed)."""
+    FETCH's layout and label it by truth matching (reproducible from the seed). A build that is
+    stopped resumes when the same command is run again."""
     import time
 
-    from cudalab.radio.classify.dataset import OWNED, DatasetConfig, build_dataset
+    from cudalab.radio.classify.dataset import JOURNAL, OWNED, DatasetConfig, build_dataset
     from cudalab.runs.config import resolve
     from cudalab.runs.rundir import check_output_dir
 
@@ -498,7 +505,16 @@ def dataset(
             meta = build_dataset(cfg, out, line, workers=workers)
     except ValueError as exc:
         raise CudalabError(str(exc)) from None
-    table = Table(title=f"{out}: {meta['candidates']} candidates in {meta['seconds']:.0f} s")
+    except KeyboardInterrupt:
+        journal = out.parent / JOURNAL.format(out.name)
+        sys.stderr.write(f"dataset: stopped; the observations finished are kept in {journal}: "
+                         "the same command resumes the build\n")  # fmt: skip
+        raise
+    taken = meta["resumed"] + meta["taken"]
+    table = Table(
+        title=f"{out}: {meta['candidates']} candidates; {meta['built']} observations built in "
+        f"{meta['seconds']:.0f} s" + (f", {taken} kept from before" if taken else "")
+    )
     kinds = sorted({k for c in meta["counts"].values() for k in c})
     table.add_column("split")
     for k in kinds:

@@ -40,8 +40,10 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import math
 import os
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -59,6 +61,7 @@ from cudalab.radio.evaluate import match_pulse
 from cudalab.radio.io.header import Header
 from cudalab.radio.single_pulse.candidates import Candidate
 from cudalab.runs.config import check_finite
+from cudalab.runs.rundir import check_output_dir
 
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
@@ -424,6 +427,111 @@ def _release_memory() -> None:
 TASKS_PER_WORKER = 8
 
 
+#: The journal of a build in progress, beside its destination: ``.NAME.building``.
+JOURNAL = ".{}.building"
+
+
+def _recipe_key(cfg: DatasetConfig) -> dict[str, Any]:
+    """What makes observation ``i`` what it is: the config without its length (and the format)."""
+    key = asdict(cfg)
+    key.pop("observations")
+    return json.loads(json.dumps(key))  # tuples as lists, as read back from a file
+
+
+def _typed_row(raw: dict[str, str]) -> dict[str, Any]:
+    """A ``candidates.csv`` row as :func:`build_observation` returns it."""
+    row: dict[str, Any] = dict(raw)
+    for k in ("label", "observation"):
+        row[k] = int(raw[k])
+    for k in ("snr", "dm", "time_s", "width_s", "truth_snr", "truth_dm"):
+        row[k] = float(raw[k])
+    return row
+
+
+class _Journal:
+    """A build's folder of finished observations (``rows/NNNNN.json`` written after their FETCH files),
+    so that a build that is stopped (an interrupt, the out-of-memory killer) resumes where it was and
+    a finished set grows (observation ``i`` depends on the recipe and ``i`` only)."""
+
+    def __init__(self, work: Path, cfg: DatasetConfig) -> None:
+        self.work, self.cfg = work, cfg
+        self.rows_dir, self.cands = work / "rows", work / "cands"
+
+    def open(self) -> None:
+        """Take the journal (start it, or keep it when its recipe is this one), locked for this build."""
+        import fcntl
+
+        self.lock_file = self.work.with_name(self.work.name + ".lock")
+        self._lock = self.lock_file.open("w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            raise ValueError(f"{self.work}: another build of this set is running") from None
+        key = _recipe_key(self.cfg)
+        recipe_file = self.work / "recipe.json"
+        if self.work.exists():
+            try:
+                same = json.loads(recipe_file.read_text(encoding="utf-8")) == key
+            except (OSError, ValueError):
+                same = False
+            if not same:
+                shutil.rmtree(self.work)
+        self.rows_dir.mkdir(parents=True, exist_ok=True)
+        self.cands.mkdir(exist_ok=True)
+        atomic_write_json(recipe_file, key)
+
+    def close(self, *, finished: bool) -> None:
+        if finished:
+            self.lock_file.unlink(missing_ok=True)
+        self._lock.close()
+
+    def done(self) -> dict[int, list[dict[str, Any]]]:
+        """The observations finished, by index (those of this set's length only)."""
+        out = {}
+        for f in self.rows_dir.glob("*.json"):
+            i = int(f.stem)
+            if i < self.cfg.observations:
+                out[i] = json.loads(f.read_text(encoding="utf-8"))
+        return out
+
+    def record(self, i: int, rows: list[dict[str, Any]]) -> None:
+        atomic_write_json(self.rows_dir / f"{i:05d}.json", rows)
+
+    def adopt(self, old: Path, have: dict[int, list[dict[str, Any]]]) -> int:
+        """Take the observations a finished set at ``old`` of the same recipe holds (its files linked,
+        not copied); return how many."""
+        try:
+            meta = json.loads((old / "dataset.json").read_text(encoding="utf-8"))
+            theirs = {k: v for k, v in meta["config"].items() if k != "observations"}
+            if meta.get("format") != "cudalab-radio-dataset" or theirs != _recipe_key(self.cfg):
+                return 0
+            n_old = int(meta["config"]["observations"])
+            with (old / "candidates.csv").open(encoding="utf-8") as fh:
+                rows = [_typed_row(r) for r in csv.DictReader(fh)]
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0
+        by_obs: dict[int, list[dict[str, Any]]] = {i: [] for i in range(min(n_old, self.cfg.observations))}
+        for r in rows:
+            if r["observation"] in by_obs:
+                by_obs[r["observation"]].append(r)
+        taken = 0
+        for i, obs_rows in sorted(by_obs.items()):
+            if i in have:
+                continue
+            for r in obs_rows:
+                src, dst = old / r["file"], self.work / r["file"]
+                dst.unlink(missing_ok=True)
+                try:
+                    os.link(src, dst)
+                except OSError:
+                    shutil.copy2(src, dst)
+            self.record(i, obs_rows)
+            have[i] = obs_rows
+            taken += 1
+        return taken
+
+
 def build_dataset(
     cfg: DatasetConfig, out: str | Path, progress: Progress | None = None, *, workers: int = 1
 ) -> dict[str, Any]:
@@ -432,13 +540,16 @@ def build_dataset(
     ``workers`` processes build observations at once (each a pure function of the recipe and its
     index, so the set is the same whatever their number; on a CPU each worker's searches share the
     cores with the others'). A set of more than :data:`TASKS_PER_WORKER` observations is built in
-    worker processes even for ``workers=1``, each replaced after that many. The folder appears complete or not at all; a folder holding something
-    other than a previous set is refused before any work.
-    """
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
+    worker processes even for ``workers=1``, each replaced after that many.
 
-    from cudalab.runs.rundir import staged
+    The build keeps a journal beside ``out`` (:data:`JOURNAL`): run again after a stop, it builds
+    only the observations not yet finished. When ``out`` already holds a set of the same recipe, its
+    observations are taken, not built again, so a set grows (``observations`` larger) or shrinks. The
+    folder appears complete or not at all; a folder holding something other than a previous set is
+    refused before any work.
+    """
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
 
     out = Path(out)
     if workers < 1:
@@ -446,47 +557,61 @@ def build_dataset(
     for f in (*cfg.backgrounds, *cfg.holdout):
         if not Path(f).is_file():
             raise ValueError(f"{f}: background file not found")
+    check_output_dir(out, owned=OWNED)
+    out.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    per_obs: dict[int, list[dict[str, Any]]] = {}
     counts: Counter[str] = Counter()
     want = cfg.device if cfg.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
     device: Literal["cpu", "cuda"] = "cuda" if want == "cuda" else "cpu"
-    with staged(out, owned=OWNED) as stage, tempfile.TemporaryDirectory(prefix="cudalab-dataset-") as tmp:
-        (stage / "cands").mkdir()
+    journal = _Journal(out.parent / JOURNAL.format(out.name), cfg)
+    journal.open()
+    try:
+        per_obs = journal.done()
+        resumed = len(per_obs)
+        adopted = journal.adopt(out, per_obs) if out.is_dir() else 0
+        for rows in per_obs.values():
+            counts.update(f"{r['split']}/{r['kind']}" for r in rows)
+        todo = [i for i in range(cfg.observations) if i not in per_obs]
+        if progress is not None:
+            progress(len(per_obs), cfg.observations, dict(counts))
 
         def done(i: int, rows: list[dict[str, Any]]) -> None:
+            journal.record(i, rows)
             per_obs[i] = rows
             counts.update(f"{r['split']}/{r['kind']}" for r in rows)
             if progress is not None:
                 progress(len(per_obs), cfg.observations, dict(counts))
 
-        if workers == 1 and cfg.observations <= TASKS_PER_WORKER:
-            for i in range(cfg.observations):
-                done(i, build_observation(cfg, i, stage / "cands", Path(tmp), device))
-                _release_memory()
-        else:
-            threads = max(1, (os.cpu_count() or 1) // workers)
-            # spawn: a forked torch (threads, CUDA) is not safe to use in the child; each worker is
-            # replaced after TASKS_PER_WORKER observations, so that no heap grows for the whole build
-            # (in one process, even with the heap trimmed, it grew by 30-100 MB an observation)
-            ctx = get_context("spawn")
-            with ProcessPoolExecutor(
-                workers,
-                mp_context=ctx,
-                initializer=_worker_init,
-                initargs=(threads,),
-                max_tasks_per_child=TASKS_PER_WORKER,
-            ) as pool:
-                futures = {
-                    pool.submit(_observation_in_worker, cfg, i, stage / "cands", Path(tmp), device): i
-                    for i in range(cfg.observations)
-                }
-                from concurrent.futures import as_completed
-
-                for fut in as_completed(futures):
-                    done(futures[fut], fut.result())
+        with tempfile.TemporaryDirectory(prefix="cudalab-dataset-") as tmp:
+            if workers == 1 and len(todo) <= TASKS_PER_WORKER:
+                for i in todo:
+                    done(i, build_observation(cfg, i, journal.cands, Path(tmp), device))
+                    _release_memory()
+            elif todo:
+                threads = max(1, (os.cpu_count() or 1) // workers)
+                # spawn: a forked torch (threads, CUDA) is not safe to use in the child; each worker
+                # is replaced after TASKS_PER_WORKER observations, so that no heap grows for the whole
+                # build (in one process, even with the heap trimmed, it grew by 30-100 MB an
+                # observation)
+                with ProcessPoolExecutor(
+                    workers,
+                    mp_context=get_context("spawn"),
+                    initializer=_worker_init,
+                    initargs=(threads,),
+                    max_tasks_per_child=TASKS_PER_WORKER,
+                ) as pool:
+                    futures = {
+                        pool.submit(_observation_in_worker, cfg, i, journal.cands, Path(tmp), device): i
+                        for i in todo
+                    }
+                    for fut in as_completed(futures):
+                        done(futures[fut], fut.result())
         rows = [r for i in sorted(per_obs) for r in per_obs[i]]
-        atomic_write_text(stage / "candidates.csv", _csv(rows))
+        keep = {Path(r["file"]).name for r in rows}
+        for stale in journal.cands.iterdir():  # an observation past the set's end, or half-written
+            if stale.name not in keep:
+                stale.unlink()
+        atomic_write_text(journal.work / "candidates.csv", _csv(rows))
         meta = {
             "format": "cudalab-radio-dataset",
             "version": 1,
@@ -494,6 +619,9 @@ def build_dataset(
             "candidates": len(rows),
             "counts": _counts(rows),
             "seconds": round(time.perf_counter() - started, 1),
+            "built": len(todo),
+            "resumed": resumed,
+            "taken": adopted,
             "workers": workers,
             "search": {"snr_threshold": _search_config(device).snr_threshold, "device": device},
             "labels": {
@@ -502,7 +630,16 @@ def build_dataset(
                 "-1": "ambiguous (left out)",
             },
         }
-        atomic_write_json(stage / "dataset.json", meta)
+        atomic_write_json(journal.work / "dataset.json", meta)
+        shutil.rmtree(journal.rows_dir)
+        (journal.work / "recipe.json").unlink()
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        if out.exists():
+            os.replace(out, old)
+        os.replace(journal.work, out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        journal.close(finished=not journal.work.exists())
     return meta
 
 

@@ -60,7 +60,11 @@ class SearchConfig:
     rfi
         Interference mitigation.
     time_tol, dm_index_tol, width_tol
-        Friends-of-friends separations: boxcar widths, DM trials, factors of two in width.
+        Friends-of-friends separations: boxcar widths, DM trials, factors of two in width (less than).
+    max_giant_rate
+        Giants kept per second of data at most, the brightest in each second
+        (:func:`~cudalab.radio.single_pulse.cluster.cap_giants`; 0: all). What is set aside is
+        counted in search.json and warned of.
     refine
         Refine the DM of the brightest N candidates from the data
         (:mod:`cudalab.radio.single_pulse.refine`): at the S/N peak between the neighbouring trials, or, for a pulse wide enough that its S/N is flat
@@ -103,6 +107,7 @@ class SearchConfig:
     time_tol: float = 3.0
     dm_index_tol: int = 20
     width_tol: int = 3
+    max_giant_rate: float = 20_000.0
     refine: int = 50
     cutouts: int = 20
     report_top: int = 8
@@ -127,6 +132,8 @@ class SearchConfig:
             raise ValueError("dm_tolerance must be > 1 and scrunch_tolerance >= 1")
         if self.pulse_width_us <= 0 or self.k_dm <= 0 or self.time_tol <= 0:
             raise ValueError("pulse_width_us, k_dm and time_tol must be > 0")
+        if self.max_giant_rate < 0:
+            raise ValueError(f"max_giant_rate must be >= 0 (0: no cap), not {self.max_giant_rate}")
         if self.max_scrunch < 1 or self.dm_index_tol < 0 or self.width_tol < 0:
             raise ValueError("max_scrunch must be >= 1, dm_index_tol and width_tol >= 0")
         if self.cutouts < 0 or self.report_top < 0 or self.refine < 0:

@@ -165,6 +165,8 @@ def run_search(
                 "cpu_threads": result.cpu_threads,
                 "classifier": result.classification,
                 "giants": len(result.giants),
+                "giants_dropped": result.giants_dropped,
+                "giants_floor_snr": result.giants_floor_snr,
                 "candidates": len(result.candidates),
                 "nonfinite_samples": result.nonfinite_samples,
                 "unsearched": result.unsearched(),

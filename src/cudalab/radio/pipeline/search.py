@@ -41,7 +41,7 @@ from cudalab.radio.pipeline.memory import (
 )
 from cudalab.radio.rfi import RfiConfig, clean_block
 from cudalab.radio.single_pulse.candidates import Candidate, dm_error
-from cudalab.radio.single_pulse.cluster import cluster_giants
+from cudalab.radio.single_pulse.cluster import cap_giants, cluster_giants
 from cudalab.radio.single_pulse.refine import FINE_TRIALS, refine_dm, sweep_dm
 from cudalab.radio.single_pulse.search import Giants, boxcar_widths, search_series
 
@@ -73,6 +73,10 @@ class SearchResult:
     impulses: list[tuple[int, int, int, int]]
     """Narrowband impulses masked in time and frequency (:func:`cudalab.radio.rfi.impulse_mask`):
     ``(first channel, stop channel, first sample, stop sample)``, in file samples, in time order."""
+    giants_dropped: int
+    """Giants set aside by the cap on their rate (:attr:`SearchConfig.max_giant_rate`)."""
+    giants_floor_snr: float
+    """The brightest giant set aside (0 when none)."""
 
     def warnings(self) -> list[str]:
         """What the user must know about this search's coverage, one sentence each ([] when none)."""
@@ -83,6 +87,13 @@ class SearchResult:
             out.append(
                 f"{Path(h.path).name} is {h.duration_s:.3g} s long: the {u['trials_not_searched']} DM trials from "
                 f"{u['not_searched_above_dm']:.4g} to {top:.4g} sweep past its end and were not searched at all"
+            )
+        if self.giants_dropped:
+            out.append(
+                f"{self.giants_dropped} of {self.giants_dropped + len(self.giants)} giants were set aside, "
+                f"the faintest of seconds with more than {self.config.max_giant_rate:g} (the brightest set "
+                f"aside: S/N {self.giants_floor_snr:.1f}); fainter pulses in those seconds may be missed "
+                "(--set max_giant_rate=0 keeps them all, at a cost in time and memory)"
             )
         if u["dm_max_beyond_supported"]:
             out.append(
@@ -494,7 +505,12 @@ def _search_file(
             if progress is not None:
                 progress("search", min(block.start + block.head + block.valid, total), total)
     with clock("cluster"):
-        giants = Giants.concat(parts)
+        capped = cap_giants(
+            Giants.concat(parts),
+            block=max(1, round(1.0 / h.tsamp_s)),
+            limit=math.ceil(cfg.max_giant_rate),
+        )
+        giants = capped.giants
         clusters = cluster_giants(
             giants, time_tol=cfg.time_tol, dm_tol=cfg.dm_index_tol, width_tol=cfg.width_tol
         )
@@ -547,6 +563,8 @@ def _search_file(
         supported_dm_max=supported,
         cpu_threads=share.history if share is not None else None,
         impulses=sorted(impulses, key=lambda r: (r[2], r[0])),
+        giants_dropped=capped.dropped,
+        giants_floor_snr=capped.floor_snr,
         device=str(device),
         kernel=kernels.name,
         subbands=nsub,
