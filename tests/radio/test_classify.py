@@ -77,6 +77,8 @@ def test_the_set_is_labelled_by_the_truth_and_split_by_observation(dataset: Path
             assert f.attrs["label"] == e.label
             assert f["data_freq_time"].shape == f["data_dm_time"].shape == (256, 256)
             assert f["data_freq_time"].dtype == np.float16
+            name = f.attrs["filename"]  # the observation's, not a temporary folder's
+            assert (name.decode() if isinstance(name, bytes) else name) == f"obs{e.observation:05d}.fil"
         if e.label == 1:  # a DM error that smears the pulse by at most twice the widest pulse's width
             assert e.kind in ("burst", "pulsar")
             smear_s = abs(e.dm - float(row["truth_dm"])) * DM_CONSTANT * (1200.0**-2 - 1500.0**-2)

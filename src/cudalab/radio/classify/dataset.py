@@ -365,6 +365,7 @@ def build_observation(
         truth = simulate(rec.sim, fil)
         result = search_file(fil, replace(search_cfg, dm_max=rec.dm_max))
         obs = open_observation(fil)
+        header = replace(result.header, path=fil.name)  # not the temporary folder's name
         for j, cand in enumerate(result.candidates[: cfg.max_candidates]):
             lab = label_candidate(cand, truth, result.header, cfg.k_dm)
             cut = make_cutout(
@@ -372,7 +373,7 @@ def build_observation(
             )
             name = f"{i:05d}_{j:03d}.h5"
             write_fetch_h5(
-                cands_dir / name, cut, cand, result.header, name[:-3], label=lab.label, compact=True
+                cands_dir / name, cut, cand, header, name[:-3], label=lab.label, compact=True
             )
             rows.append(
                 {
