@@ -112,6 +112,13 @@ def _run(tmp_path: Path, data: Path, *args: str) -> tuple[list[dict], dict]:
     with np.load(out / "folds" / "cand_00.npz") as z:
         assert z["profile"].ndim == 1 and z["subints"].shape[1] == len(z["profile"])
         meta = json.loads(str(z["meta"]))
+    # the report: the file described, and every fold drawn and listed with its period, in the table's order
+    page = (out / "report.html").read_text()
+    assert f"Periodicity search: {data.name}" in page and "<h2>Observation</h2>" in page
+    folds = sorted((out / "folds").glob("cand_*.png"))
+    assert folds and all(f"src='folds/{f.name}'" in page for f in folds)
+    for row in rows[: len(folds)]:
+        assert f"<td>{float(row['folded_period_ms']):.6f}</td>" in page
     return rows, meta
 
 

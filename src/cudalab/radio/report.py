@@ -474,7 +474,40 @@ def series_png(index: int, cand: Candidate, cut: SeriesCutout, tsamp_s: float) -
     return _figure_png(fig)
 
 
-def _table(rows: Sequence[tuple[str, Any]]) -> str:
+#: The style of every radio report page (the single-pulse and the periodicity search's).
+PAGE_STYLE = """<style>
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1200px; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; } td, th { padding: 2px 10px; text-align: left; }
+table.cands td { font-variant-numeric: tabular-nums; } table.cands tr:nth-child(even) { background: #f3f3f3; }
+.kv th { color: #555; font-weight: normal; } figure { display: inline-block; margin: 0 1em 1em 0; vertical-align: top; }
+figcaption { font-size: 0.85em; color: #444; } img { max-width: 100%; } .note { color: #555; font-size: 0.9em; }
+.warn { background: #fff4e0; border-left: 4px solid #e69500; padding: 0.4em 0.8em; }
+</style>"""
+
+
+def observation_rows(h: Header) -> list[tuple[str, Any]]:
+    """The report's description of a file: format, source, band, sampling, start, position."""
+    rows: list[tuple[str, Any]] = [
+        ("file", h.path),
+        ("format", f"{h.format}, {h.nbits}-bit, {h.npol_stored} pol stored"),
+        ("source", h.source_name or "(not named)"),
+        (
+            "channels",
+            f"{h.nchans} x {abs(h.foff_mhz):.4f} MHz, {h.fmin_mhz:.2f}-{h.fmax_mhz:.2f} MHz"
+            if not h.is_time_series
+            else f"a time series dedispersed at DM {h.refdm:g}",
+        ),
+        ("sampling", f"{h.tsamp_s * 1e6:.3f} us, {h.nsamples} samples, {h.duration_s:.3f} s"),
+        ("start", f"MJD {h.tstart_mjd:.8f} ({utc_ms(h.tstart_mjd)} UTC)"),
+    ]
+    pos = h.position_deg
+    if pos is not None:
+        rows.append(("position (deg)", f"RA {pos[0]:.4f}, Dec {pos[1]:.4f}"))
+    return rows
+
+
+def kv_table(rows: Sequence[tuple[str, Any]]) -> str:
+    """Rows of (name, value) as the report's two-column table, escaped."""
     body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
     return f"<table class='kv'>{body}</table>"
 
@@ -613,17 +646,7 @@ def write_report(
         )
         atomic_write_bytes(plots / name, png)
         figs.append((i, cand, name))
-    pos = h.position_deg
-    obs_rows: list[tuple[str, Any]] = [
-        ("file", h.path),
-        ("format", f"{h.format}, {h.nbits}-bit, {h.npol_stored} pol stored"),
-        ("source", h.source_name or "(not named)"),
-        ("channels", f"{h.nchans} x {abs(h.foff_mhz):.4f} MHz, {h.fmin_mhz:.2f}-{h.fmax_mhz:.2f} MHz"),
-        ("sampling", f"{h.tsamp_s * 1e6:.3f} us, {h.nsamples} samples, {h.duration_s:.3f} s"),
-        ("start", f"MJD {h.tstart_mjd:.8f} ({utc_ms(h.tstart_mjd)} UTC)"),
-    ]
-    if pos is not None:
-        obs_rows.append(("position (deg)", f"RA {pos[0]:.4f}, Dec {pos[1]:.4f}"))
+    obs_rows = observation_rows(h)
     plan: dict[str, Any] = result.plan.summary()
     rfi = cfg.rfi
     zero_dm = (
@@ -659,7 +682,11 @@ def write_report(
             "device / wall time",
             f"{result.device}, {result.seconds:.2f} s ({result.realtime_factor:.2f} x real time)",
         ),
-        ("giants / candidates", f"{len(result.giants)} / {len(result.candidates)}"),
+        (
+            "giants / candidates",
+            f"{len(result.giants)} / {len(result.candidates)}"
+            + (f" ({result.giants_dropped} giants set aside: see Coverage)" if result.giants_dropped else ""),
+        ),
     ]
     if cls is not None:
         search_rows.append(
@@ -712,17 +739,10 @@ def write_report(
         cutout_note = ""
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>cudalab radio search: {html.escape(Path(h.path).name)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1200px; }}
-table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }} td, th {{ padding: 2px 10px; text-align: left; }}
-table.cands td {{ font-variant-numeric: tabular-nums; }} table.cands tr:nth-child(even) {{ background: #f3f3f3; }}
-.kv th {{ color: #555; font-weight: normal; }} figure {{ display: inline-block; margin: 0 1em 1em 0; vertical-align: top; }}
-figcaption {{ font-size: 0.85em; color: #444; }} img {{ max-width: 100%; }} .note {{ color: #555; font-size: 0.9em; }}
-.warn {{ background: #fff4e0; border-left: 4px solid #e69500; padding: 0.4em 0.8em; }}
-</style></head><body>
+{PAGE_STYLE}</head><body>
 <h1>Single-pulse search: {html.escape(Path(h.path).name)}</h1>
-<h2>Observation</h2>{_table(obs_rows)}
-<h2>Search</h2>{_table(search_rows)}
+<h2>Observation</h2>{kv_table(obs_rows)}
+<h2>Search</h2>{kv_table(search_rows)}
 <h2>Coverage</h2>{_coverage(result)}
 {"" if h.is_time_series else "<h2>RFI mask</h2>" + ('<img src="plots/rfi_mask.png" alt="masked channels and impulses">' if masked else "<p>Nothing was masked.</p>")}
 <h2>Candidates</h2><img src="plots/overview.png" alt="candidates: count and S/N against DM, S/N histogram, DM against time">

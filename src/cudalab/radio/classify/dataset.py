@@ -372,9 +372,7 @@ def build_observation(
                 obs, cand, k_dm=search_cfg.k_dm, rfi=search_cfg.rfi, device=torch.device(device)
             )
             name = f"{i:05d}_{j:03d}.h5"
-            write_fetch_h5(
-                cands_dir / name, cut, cand, header, name[:-3], label=lab.label, compact=True
-            )
+            write_fetch_h5(cands_dir / name, cut, cand, header, name[:-3], label=lab.label, compact=True)
             rows.append(
                 {
                     "file": f"cands/{name}",

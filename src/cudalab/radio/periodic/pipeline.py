@@ -47,6 +47,8 @@ from cudalab.runs.rundir import RunDir, now, staged
 
 KIND = "radio-periodic"
 OWNED = ("candidates.csv", "manifest.json")
+TABLE_ROWS = 50
+"""Candidates listed in the report's table (all are in candidates.csv)."""
 MAX_SERIES_BYTES = 4 << 30
 """Dedispersed series held in memory at most (DM trials x samples x 4 bytes)."""
 
@@ -310,24 +312,81 @@ def write_candidates(out: Path, sifted: list[PeriodCandidate], folded: dict[int,
 
 
 def write_report(
-    out: Path, path: Path, sifted: list[PeriodCandidate], folded: dict[int, Folded], summary: dict[str, Any]
+    out: Path,
+    h: Any,
+    sifted: list[PeriodCandidate],
+    folded: dict[int, Folded],
+    summary: dict[str, Any],
+    job: PeriodicJob,
 ) -> None:
-    rows = "".join(
-        f"<tr><td>{i}</td><td>{(fd.fold.period_s if fd else c.period_s) * 1e3:.6f}</td><td>{(fd.fold.dm if fd else c.dm):.2f}</td>"
-        f"<td>{c.search}</td><td>{c.sigma:.1f}</td><td>{c.harmonics}</td><td>{fd.fold.snr if fd else float('nan'):.1f}</td></tr>"
-        for i, (c, fd) in enumerate((c, folded.get(i)) for i, c in enumerate(sifted))
+    """``report.html`` in the single-pulse report's style: the observation, the search, the candidate
+    table (the folded first) and each folded candidate's plot."""
+    from cudalab.radio.report import PAGE_STYLE, kv_table, observation_rows
+
+    c = job.search
+    ffa = (
+        f"{c.ffa_period_min_s * 1e3:g} ms to {c.ffa_period_max_s:g} s, kept from fold S/N {c.ffa_snr:g}"
+        if c.ffa_period_min_s
+        else "off"
     )
-    figs = "".join(
-        f'<h3>candidate {i}</h3><img src="folds/cand_{i:02d}.png" width="900">' for i in sorted(folded)
+    accel = f"up to {c.accel_max:g} m/s^2" if c.accel_max > 0 else "off"
+    search_rows = [
+        (
+            "DM trials",
+            f"{summary['dm_trials']} from {summary['dm_min']:.1f} to {summary['dm_max']:.1f}",
+        ),
+        (
+            "Fourier search",
+            f"{summary['samples']} samples; harmonics summed {', '.join(map(str, c.harmonics))}; kept from "
+            f"{c.sigma:g} sigma after the trials; acceleration {accel}",
+        ),
+        ("FFA", ffa),
+        (
+            "candidates",
+            f"{summary['fourier_candidates']} Fourier and {summary['ffa_candidates']} FFA, sifted to "
+            f"{len(sifted)}; {len(folded)} folded",
+        ),
+        ("device / wall time", f"{summary['device']}, {summary['seconds']:.1f} s"),
+    ]
+    head = (
+        "<tr><th>#</th><th>period (ms)</th><th>DM</th><th>search</th><th>sigma</th><th>harmonics</th>"
+        "<th>fold S/N</th><th>chi2_r</th><th>duty</th><th>DMs seen</th></tr>"
     )
-    doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>cudalab periodic: {html.escape(path.name)}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1000px}}table{{border-collapse:collapse}}td,th{{padding:2px 10px;border-bottom:1px solid #ddd;text-align:right}}</style>
-</head><body><h1>Periodicity search: {html.escape(path.name)}</h1>
-<p>{summary["dm_trials"]} DM trials ({summary["dm_min"]:.1f}-{summary["dm_max"]:.1f}), {summary["samples"]} samples of
-{summary["tsamp_s"] * 1e6:.2f} us; {summary["fourier_candidates"]} Fourier and {summary["ffa_candidates"]} FFA candidates sifted to {len(sifted)}; {summary["seconds"]:.1f} s.</p>
-<table><tr><th>#</th><th>period (ms)</th><th>DM</th><th>search</th><th>sigma</th><th>harmonics</th><th>fold S/N</th></tr>{rows}</table>
-{figs}</body></html>"""
-    atomic_write_text(out / "report.html", doc)
+
+    def row(i: int, cand: PeriodCandidate) -> str:
+        fd = folded.get(i)
+        f = fd.fold if fd else None
+        return (
+            f"<tr><td>{i}</td><td>{(f.period_s if f else cand.period_s) * 1e3:.6f}</td>"
+            f"<td>{(f.dm if f else cand.dm):.2f}</td><td>{cand.search}</td><td>{cand.sigma:.1f}</td>"
+            f"<td>{cand.harmonics or ''}</td><td>{f'{f.snr:.1f}' if f else ''}</td>"
+            f"<td>{f'{f.chi2_r:.1f}' if f else ''}</td><td>{f'{f.duty:.3f}' if f else ''}</td>"
+            f"<td>{len(cand.dms)}</td></tr>"
+        )
+
+    rows = "".join(row(i, cand) for i, cand in enumerate(sifted[:TABLE_ROWS]))
+    more = f"<p class='note'>The first {TABLE_ROWS} of {len(sifted)}.</p>" if len(sifted) > TABLE_ROWS else ""
+    cards = "".join(
+        f"<figure><img src='folds/cand_{i:02d}.png' alt='candidate {i}'><figcaption>#{i}: P = "
+        f"{fd.fold.period_s * 1e3:.6f} ms, DM {fd.fold.dm:.2f}, fold S/N {fd.fold.snr:.1f} "
+        f"({fd.cand.search})</figcaption></figure>"
+        for i, fd in sorted(folded.items())
+    )
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>cudalab radio periodic: {html.escape(Path(h.path).name)}</title>
+{PAGE_STYLE}</head><body>
+<h1>Periodicity search: {html.escape(Path(h.path).name)}</h1>
+<h2>Observation</h2>{kv_table(observation_rows(h))}
+<h2>Search</h2>{kv_table(search_rows)}
+<h2>Candidates</h2>{more}<table class="cands">{head}{rows}</table>
+<p>All candidates: <a href="candidates.csv">candidates.csv</a>; each fold's arrays in
+<code>folds/cand_NN.npz</code>.</p>
+<h2>Folded candidates</h2><p class="note">Each in prepfold's layout: the profile (twice), phase against
+time, phase against frequency (a filterbank), and the fold's S/N against trial DM and period.</p>
+{cards or "<p>Nothing was folded.</p>"}
+</body></html>
+"""
+    atomic_write_text(out / "report.html", page)
 
 
 def run_periodic(path: Path, out: Path, job: PeriodicJob, device: torch.device) -> dict[str, Any]:
@@ -352,7 +411,7 @@ def run_periodic(path: Path, out: Path, job: PeriodicJob, device: torch.device) 
     summary = {
         "file": str(path), "dm_trials": len(dms), "dm_min": float(dms.min()), "dm_max": float(dms.max()),
         "samples": int(n), "tsamp_s": h.tsamp_s, "fourier_candidates": n_fourier, "ffa_candidates": len(cands) - n_fourier,
-        "candidates": len(sifted),
+        "candidates": len(sifted), "device": str(device),
         "seconds": time.perf_counter() - t0,
         "best": {"period_ms": folded[0].fold.period_s * 1e3, "dm": folded[0].fold.dm, "snr": folded[0].fold.snr}
         if folded else None,
@@ -373,7 +432,7 @@ def run_periodic(path: Path, out: Path, job: PeriodicJob, device: torch.device) 
                                       "dm": fd.fold.dm, "chi2_r": fd.fold.chi2_r, "snr": fd.fold.snr,
                                       "tsamp_s": h.tsamp_s}))  # fmt: skip
             atomic_write_bytes(stage / "folds" / f"cand_{i:02d}.npz", buf.getvalue())
-        write_report(stage, path, sifted, folded, summary)
+        write_report(stage, h, sifted, folded, summary, job)
         run.finish(summary)
     return summary
 
