@@ -15,7 +15,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from numpy.typing import NDArray
+
+from cudalab.radio.rfi import robust_location_scale
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,18 +38,30 @@ class Fold:
     """The best boxcar's width as a fraction of a turn."""
 
 
-def prepare(series: NDArray[np.floating], tsamp_s: float, window_s: float = 1.0) -> NDArray[np.float64]:
-    """A time series with its slow baseline (a running median over ``window_s``, subsampled) removed
-    and its noise scaled to 1 (robust), ready to fold."""
-    x = np.asarray(series, dtype=np.float64)
+def detrend(series: torch.Tensor, tsamp_s: float, window_s: float) -> torch.Tensor:
+    """``(ndm, n)`` series less their running median over about ``window_s`` (medians of 9 block means
+    of ``window_s / 8``, interpolated linearly), scaled to unit robust noise (a clipped standard deviation,
+    :func:`cudalab.radio.rfi.robust_location_scale`): what the FFA and the folds fold."""
+    ndm, n = series.shape
     step = max(1, int(window_s / tsamp_s) // 8)
-    coarse = x[: len(x) // step * step].reshape(-1, step).mean(axis=1) if step > 1 else x
-    pad = np.pad(coarse, 4, mode="edge")  # a running median over 9 coarse samples: ~ window_s
-    med = np.median(np.lib.stride_tricks.sliding_window_view(pad, 9), axis=1)
-    base = np.interp(np.arange(len(x)), np.arange(len(med)) * step + step / 2, med)
-    y = x - base
-    mad = np.median(np.abs(y - np.median(y))) * 1.4826
-    return y / (mad if mad > 0 else (y.std() or 1.0))
+    k = n // step
+    if k < 2:
+        return series - series.median(dim=-1, keepdim=True).values
+    coarse = series[:, : k * step].reshape(ndm, k, step).mean(dim=-1)
+    padded = torch.nn.functional.pad(coarse[:, None], (4, 4), mode="replicate")[:, 0]
+    med = padded.unfold(-1, 9, 1).median(dim=-1).values  # (ndm, k)
+    pos = ((torch.arange(n, device=series.device, dtype=torch.float64) + 0.5) / step - 0.5).clamp(0, k - 1)
+    i0 = pos.floor().long().clamp(max=k - 2)
+    w = (pos - i0).to(series.dtype)
+    y = series - (med[:, i0] * (1 - w) + med[:, i0 + 1] * w)
+    loc, scale = robust_location_scale(y[:, :: max(1, n // 65536)])
+    return (y - loc) / scale.clamp_min(1e-6)
+
+
+def prepare(series: NDArray[np.floating], tsamp_s: float, window_s: float = 1.0) -> NDArray[np.float64]:
+    """One series, :func:`detrend`-ed in float64: ready to fold."""
+    x = torch.from_numpy(np.ascontiguousarray(series, dtype=np.float64))[None]
+    return detrend(x, tsamp_s, window_s)[0].numpy()
 
 
 def fold(

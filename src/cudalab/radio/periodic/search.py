@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from cudalab.radio.periodic.ffa import FfaConfig, Periodogram, peaks, periodogram
+from cudalab.radio.periodic.fold import detrend
 from cudalab.radio.periodic.fourier import HARMONICS, harmonic_sum, power_spectrum, sigma_of, whiten, zap
 
 
@@ -187,27 +188,6 @@ def _fourier_candidates(
                 freq = (lo + 1 + int(j)) * df
                 out.append(PeriodCandidate(freq, float(dms[d]), float(s_val), float(p_val), h, d))
     return out
-
-
-def detrend(series: torch.Tensor, tsamp_s: float, window_s: float) -> torch.Tensor:
-    """``(ndm, n)`` series less their running median over about ``window_s`` (medians of 9 block means
-    of ``window_s / 8``, interpolated linearly), scaled to unit robust noise: what the FFA folds."""
-    ndm, n = series.shape
-    step = max(1, int(window_s / tsamp_s) // 8)
-    k = n // step
-    if k < 2:
-        return series - series.median(dim=-1, keepdim=True).values
-    coarse = series[:, : k * step].reshape(ndm, k, step).mean(dim=-1)
-    padded = torch.nn.functional.pad(coarse[:, None], (4, 4), mode="replicate")[:, 0]
-    med = padded.unfold(-1, 9, 1).median(dim=-1).values  # (ndm, k)
-    pos = ((torch.arange(n, device=series.device, dtype=torch.float64) + 0.5) / step - 0.5).clamp(0, k - 1)
-    i0 = pos.floor().long().clamp(max=k - 2)
-    w = (pos - i0).to(series.dtype)
-    y = series - (med[:, i0] * (1 - w) + med[:, i0 + 1] * w)
-    from cudalab.radio.rfi import robust_location_scale
-
-    loc, scale = robust_location_scale(y[:, :: max(1, n // 65536)])
-    return (y - loc) / scale.clamp_min(1e-6)
 
 
 def ffa_candidates(
