@@ -121,6 +121,18 @@ def test_a_set_is_reproducible_from_its_seed_observation_by_observation(
     assert two == six
 
 
+def test_a_long_build_replaces_its_worker_pool_and_finishes(
+    dataset: Path, shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # one observation a worker before the pool is replaced: three pools in turn (Python 3.11's own
+    # max_tasks_per_child hung here for good once its first worker retired)
+    import cudalab.radio.classify.dataset as ds
+
+    monkeypatch.setattr(ds, "TASKS_PER_WORKER", 1)
+    build_dataset(_cfg(shared_data, 3), tmp_path / "three")
+    assert _rows(tmp_path / "three") == _rows(dataset, 3)
+
+
 def _rows(root: Path, below: int | None = None) -> list[dict[str, str]]:
     rows = list(csv.DictReader((root / "candidates.csv").open()))
     return [r for r in rows if below is None or int(r["observation"]) < below]

@@ -539,7 +539,7 @@ def build_dataset(
     ``workers`` processes build observations at once (each a pure function of the recipe and its
     index, so the set is the same whatever their number; on a CPU each worker's searches share the
     cores with the others'). A set of more than :data:`TASKS_PER_WORKER` observations is built in
-    worker processes even for ``workers=1``, each replaced after that many.
+    worker processes even for ``workers=1``, the pool replaced after that many a worker.
 
     The build keeps a journal beside ``out`` (:data:`JOURNAL`): run again after a stop, it builds
     only the observations not yet finished. When ``out`` already holds a set of the same recipe, its
@@ -588,23 +588,25 @@ def build_dataset(
                     _release_memory()
             elif todo:
                 threads = max(1, (os.cpu_count() or 1) // workers)
-                # spawn: a forked torch (threads, CUDA) is not safe to use in the child; each worker
-                # is replaced after TASKS_PER_WORKER observations, so that no heap grows for the whole
+                # spawn: a forked torch (threads, CUDA) is not safe to use in the child. A fresh pool
+                # for every TASKS_PER_WORKER observations a worker, so that no heap grows for the whole
                 # build (in one process, even with the heap trimmed, it grew by 30-100 MB an
-                # observation)
-                with ProcessPoolExecutor(
-                    workers,
-                    mp_context=get_context("spawn"),
-                    initializer=_worker_init,
-                    initargs=(threads,),
-                    max_tasks_per_child=TASKS_PER_WORKER,
-                ) as pool:
-                    futures = {
-                        pool.submit(_observation_in_worker, cfg, i, journal.cands, Path(tmp), device): i
-                        for i in todo
-                    }
-                    for fut in as_completed(futures):
-                        done(futures[fut], fut.result())
+                # observation); not max_tasks_per_child, with which Python 3.11's pool hung for good
+                # once its first worker retired
+                per_pool = workers * TASKS_PER_WORKER
+                for first in range(0, len(todo), per_pool):
+                    with ProcessPoolExecutor(
+                        workers,
+                        mp_context=get_context("spawn"),
+                        initializer=_worker_init,
+                        initargs=(threads,),
+                    ) as pool:
+                        futures = {
+                            pool.submit(_observation_in_worker, cfg, i, journal.cands, Path(tmp), device): i
+                            for i in todo[first : first + per_pool]
+                        }
+                        for fut in as_completed(futures):
+                            done(futures[fut], fut.result())
         rows = [r for i in sorted(per_obs) for r in per_obs[i]]
         keep = {Path(r["file"]).name for r in rows}
         for stale in journal.cands.iterdir():  # an observation past the set's end, or half-written
