@@ -93,6 +93,23 @@ def test_sifting_merges_harmonics_and_repeats_and_drops_undispersed_signals() ->
     assert out[0].dms == (30.0, 31.0) and out[0].related == (6.0, 8.0)
 
 
+def test_sifting_keeps_a_pulsar_that_a_slow_signal_only_approximates_by_a_large_fraction() -> None:
+    from cudalab.radio.periodic.search import HARMONIC_RATIOS, PeriodCandidate
+
+    c = [
+        PeriodCandidate(0.7, 30.0, 30.0, 300.0, 16, 3),  # a slow, bright pulsar
+        PeriodCandidate(0.7, 31.0, 25.0, 250.0, 16, 4),
+        PeriodCandidate(1.4, 30.0, 14.0, 90.0, 8, 3),  # its second harmonic
+        PeriodCandidate(1.4, 31.0, 13.0, 90.0, 8, 4),
+        PeriodCandidate(1.3, 40.0, 12.0, 80.0, 8, 5),  # another pulsar: 13/7 of the first
+        PeriodCandidate(1.3, 41.0, 11.0, 80.0, 8, 6),
+    ]
+    out = sift(c, 100.0, 20, PeriodicConfig())
+    assert [round(k.freq_hz, 4) for k in out] == [0.7, 1.3]
+    assert out[0].related == (1.4,)
+    assert (2, 3) in HARMONIC_RATIOS and (1, 16) in HARMONIC_RATIOS and (13, 7) not in HARMONIC_RATIOS
+
+
 def test_zapping_removes_a_birdie() -> None:
     rng = np.random.default_rng(3)
     n = 1 << 15

@@ -6,8 +6,11 @@ DM trial at once and keeps, per trial and harmonic stage, the local maxima of th
 
 1. **Same signal**: candidates whose fundamental frequencies agree within ``freq_tol_bins`` Fourier
    bins (``1/T``) are one signal; the most significant stays, with every DM it was seen at.
-2. **Harmonics**: a candidate whose frequency is ``a/b`` times a more significant one's (``a, b <=
-   16``), within the same tolerance scaled by ``b``, is that one's harmonic and is merged into it.
+2. **Harmonics**: a candidate whose frequency is ``a/b`` times a more significant one's, within the
+   tolerance on each (``tol (1 + a/b)``), is that one's harmonic and is merged into it. The ratios
+   are PRESTO's: ``n`` and ``1/n`` for ``n <= 16``, and ``a/b`` with ``2 <= a, b <= 5``. (Every
+   ``a/b`` with ``a, b <= 16`` merged nearly anything below 16 times a slow signal's frequency:
+   those ratios lie closer together than the tolerance.)
 3. **DM**: for a filterbank (several DM trials), a signal seen at fewer than ``min_dm_hits`` DM trials
    is dropped (a real pulsar's significance falls off smoothly on both sides of its DM), and so is
    one whose best DM is below ``min_dm`` (terrestrial interference is undispersed).
@@ -315,13 +318,22 @@ def _power_threshold(h: int, trials: float, sigma: float) -> float:
     return float(stats.gamma.isf(p, h)) if p > 0 else float("inf")
 
 
-def _ratio(a: float, b: float, tol: float, max_int: int = 16) -> tuple[int, int] | None:
-    """``(p, q)`` with ``a ~ b p / q`` (small integers first), within ``tol`` Hz on each frequency:
+#: The frequency ratios ``p/q`` that make one candidate another's harmonic (PRESTO's sifting): every
+#: ``n`` and ``1/n`` to 16, and the fractions of 2 to 5 (small denominators first).
+HARMONIC_RATIOS: tuple[tuple[int, int], ...] = tuple(
+    (p, q)
+    for q in range(1, 17)
+    for p in range(1, 17)
+    if math.gcd(p, q) == 1 and (p == 1 or q == 1 or max(p, q) <= 5)
+)
+
+
+def _ratio(a: float, b: float, tol: float) -> tuple[int, int] | None:
+    """``(p, q)`` of :data:`HARMONIC_RATIOS` with ``a ~ b p / q``, within ``tol`` Hz on each frequency:
     ``|a - b p/q| <= tol (1 + p/q)``."""
-    for q in range(1, max_int + 1):
-        for p in range(1, max_int + 1):
-            if math.gcd(p, q) == 1 and abs(a - b * p / q) <= tol * (1 + p / q):
-                return p, q
+    for p, q in HARMONIC_RATIOS:
+        if abs(a - b * p / q) <= tol * (1 + p / q):
+            return p, q
     return None
 
 
