@@ -146,9 +146,10 @@ def friend_pairs(
     others, by rounding.
 
     The pairs are sought per pair of boxcar widths, each in a KD-tree whose time axis is scaled by
-    that pair's wider boxcar. (One tree at the widest boxcar's scale joined a 1-sample giant to every
-    giant 1,536 samples around it: on an RFI-rich Apertif background, 212,000 giants made billions of
-    candidate pairs and the search was killed for memory.)
+    that pair's wider boxcar. (One tree at the widest boxcar's scale offered every giant within 1,536
+    samples of a 1-sample one as a candidate pair: on an RFI-rich Apertif background, 212,000 giants
+    made billions, and the search was killed for memory. Even exact, they are 100 million pairs
+    there, taking 16 GB to cluster: hence :func:`cap_giants`.)
     """
     from scipy.spatial import cKDTree
 
