@@ -200,7 +200,7 @@ def plot(results: dict[str, dict[str, Any]], default: str, out: Path) -> Path:
     axes[2].axhline(GOAL_RECALL_10, color="tab:green", ls="--", lw=0.8)
     axes[2].axhline(GOAL_RECALL_7_10, color="tab:orange", ls=":", lw=0.8)
     axes[2].set(xscale="log", xlabel="search S/N", ylabel="recall at the threshold", ylim=(0, 1.03),
-                title=f"{default}: recall against S/N (numbers: real candidates)")  # fmt: skip
+                title=f"{default}: recall against S/N\n(numbers: real candidates)")  # fmt: skip
     path = out / "radio_classifier.png"
     fig.savefig(path, dpi=110)
     return path
