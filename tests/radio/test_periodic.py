@@ -210,3 +210,18 @@ def test_a_binary_msp_is_found_by_the_acceleration_search_only() -> None:
     mid, true_mid = f.period_s + f.pdot * tobs / 2, period * (1 + accel * tobs / (2 * C_M_S))
     assert abs(mid - true_mid) < 0.1 * period**2 / tobs
     assert f.pdot == pytest.approx(accel * period / C_M_S, rel=0.2) and f.snr > 15
+
+
+def test_detrend_scales_to_unit_noise_short_or_long() -> None:
+    from cudalab.radio.periodic.fold import detrend
+
+    g = torch.Generator().manual_seed(7)
+    for n in (64, 1 << 16):  # shorter than two baseline blocks, and many of them
+        x = 5.0 + 3.0 * torch.randn(2, n, generator=g, dtype=torch.float64)
+        x[:, n // 2] += 50.0  # a pulse: not counted in the noise
+        y = detrend(x, 1e-3, 1.0)
+        assert y.shape == x.shape
+        assert torch.allclose(y.median(dim=-1).values, torch.zeros(2, dtype=torch.float64), atol=0.3)
+        off = torch.cat([y[:, : n // 2], y[:, n // 2 + 1 :]], dim=1)  # the noise, the pulse left out
+        assert torch.allclose(off.std(dim=-1), torch.ones(2, dtype=torch.float64), atol=0.3)
+        assert bool((y[:, n // 2] > 12).all())  # the pulse stands out by about 50 / 3

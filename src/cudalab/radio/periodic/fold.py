@@ -45,15 +45,17 @@ def detrend(series: torch.Tensor, tsamp_s: float, window_s: float) -> torch.Tens
     ndm, n = series.shape
     step = max(1, int(window_s / tsamp_s) // 8)
     k = n // step
-    if k < 2:
-        return series - series.median(dim=-1, keepdim=True).values
-    coarse = series[:, : k * step].reshape(ndm, k, step).mean(dim=-1)
-    padded = torch.nn.functional.pad(coarse[:, None], (4, 4), mode="replicate")[:, 0]
-    med = padded.unfold(-1, 9, 1).median(dim=-1).values  # (ndm, k)
-    pos = ((torch.arange(n, device=series.device, dtype=torch.float64) + 0.5) / step - 0.5).clamp(0, k - 1)
-    i0 = pos.floor().long().clamp(max=k - 2)
-    w = (pos - i0).to(series.dtype)
-    y = series - (med[:, i0] * (1 - w) + med[:, i0 + 1] * w)
+    if k < 2:  # shorter than two blocks: a constant baseline
+        y = series - series.median(dim=-1, keepdim=True).values
+    else:
+        coarse = series[:, : k * step].reshape(ndm, k, step).mean(dim=-1)
+        padded = torch.nn.functional.pad(coarse[:, None], (4, 4), mode="replicate")[:, 0]
+        med = padded.unfold(-1, 9, 1).median(dim=-1).values  # (ndm, k)
+        t = torch.arange(n, device=series.device, dtype=torch.float64)
+        pos = ((t + 0.5) / step - 0.5).clamp(0, k - 1)
+        i0 = pos.floor().long().clamp(max=k - 2)
+        w = (pos - i0).to(series.dtype)
+        y = series - (med[:, i0] * (1 - w) + med[:, i0 + 1] * w)
     loc, scale = robust_location_scale(y[:, :: max(1, n // 65536)])
     return (y - loc) / scale.clamp_min(1e-6)
 
