@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from cudalab.radio.periodic.fold import baseline_window, prepare, refine
-from cudalab.radio.periodic.search import C_M_S, PeriodicConfig, ffa_candidates, fourier_candidates, sift
+from cudalab.radio.periodic.search import C_M_S, PeriodicConfig, candidates
 
 PERIODS = (0.0015, 0.0057, 0.033, 0.25, 1.3, 5.0)
 DUTIES = (0.01, 0.05, 0.2)
@@ -63,13 +63,12 @@ def ours(
 ) -> tuple[float | None, float]:
     t0 = time.perf_counter()
     cfg = PeriodicConfig(f_min=min(0.5, 0.5 / period), accel_max=accel_max, accel_ref_hz=250.0)
-    series = torch.from_numpy(x[None])
-    found = fourier_candidates(series, tsamp, np.array([100.0]), cfg)
-    found += ffa_candidates(series, tsamp, np.array([100.0]), cfg)  # a time series: the FFA from 0.1 s
-    cands = sift(found, len(x) * tsamp, 1, cfg)
+    # the pipeline's search of a time series (the FFA from 0.1 s)
+    cands, _, _ = candidates(torch.from_numpy(x[None]), tsamp, np.array([100.0]), cfg)
     tol = period**2 / (4 * len(x) * tsamp)
     best = None
-    for c in cands[:n_fold]:  # folded as the pipeline folds a time series
+    # folded as the pipeline folds a time series, but with Pdot searched for accelerated candidates only
+    for c in cands[:n_fold]:
         f = refine(
             prepare(x, tsamp, baseline_window(c.period_s)),
             tsamp,

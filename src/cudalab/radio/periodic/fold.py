@@ -222,4 +222,14 @@ def fold_bins(period_s: float, tsamp_s: float, least: int = 64, most: int = 256)
     return int(max(least, min(most, wide)))
 
 
-__all__ = ["Fold", "baseline_window", "fold", "fold_bins", "optimise", "prepare", "refine", "true_period"]
+__all__ = [
+    "Fold",
+    "baseline_window",
+    "detrend",
+    "fold",
+    "fold_bins",
+    "optimise",
+    "prepare",
+    "refine",
+    "true_period",
+]

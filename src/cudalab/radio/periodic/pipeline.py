@@ -34,15 +34,7 @@ from cudalab._io import atomic_write_bytes, atomic_write_text
 from cudalab.errors import CudalabError
 from cudalab.radio.io.observation import open_observation
 from cudalab.radio.periodic.fold import Fold, baseline_window, fold, prepare, refine
-from cudalab.radio.periodic.search import (
-    C_M_S,
-    PeriodCandidate,
-    PeriodicConfig,
-    ffa_candidates,
-    ffa_period_min,
-    fourier_candidates,
-    sift,
-)
+from cudalab.radio.periodic.search import C_M_S, PeriodCandidate, PeriodicConfig, candidates, ffa_period_min
 from cudalab.runs.rundir import RunDir, now, staged
 
 KIND = "radio-periodic"
@@ -399,10 +391,7 @@ def run_periodic(path: Path, out: Path, job: PeriodicJob, device: torch.device) 
     search = replace(job.search, ffa_period_min_s=ffa_period_min(job.search, h.is_time_series))
     job = replace(job, search=search)
     n = series.shape[1] - series.shape[1] % 2
-    cands = fourier_candidates(series, h.tsamp_s, dms, job.search)
-    n_fourier = len(cands)
-    cands += ffa_candidates(series, h.tsamp_s, dms, job.search, _sweep_per_dm(h))
-    sifted = sift(cands, n * h.tsamp_s, len(dms), job.search)
+    sifted, n_fourier, n_ffa = candidates(series, h.tsamp_s, dms, job.search, _sweep_per_dm(h))
     del series
     done = [fold_candidate(obs, data, c, dms, job) for c in sifted[: job.fold]]
     done.sort(key=lambda fd: -fd.fold.snr)  # the folded ones first, by what folding shows
@@ -410,7 +399,7 @@ def run_periodic(path: Path, out: Path, job: PeriodicJob, device: torch.device) 
     folded = dict(enumerate(done))
     summary = {
         "file": str(path), "dm_trials": len(dms), "dm_min": float(dms.min()), "dm_max": float(dms.max()),
-        "samples": int(n), "tsamp_s": h.tsamp_s, "fourier_candidates": n_fourier, "ffa_candidates": len(cands) - n_fourier,
+        "samples": int(n), "tsamp_s": h.tsamp_s, "fourier_candidates": n_fourier, "ffa_candidates": n_ffa,
         "candidates": len(sifted), "device": str(device),
         "seconds": time.perf_counter() - t0,
         "best": {"period_ms": folded[0].fold.period_s * 1e3, "dm": folded[0].fold.dm, "snr": folded[0].fold.snr}

@@ -243,6 +243,18 @@ def ffa_candidates(
     return out
 
 
+def candidates(
+    series: torch.Tensor, tsamp_s: float, dms: np.ndarray, cfg: PeriodicConfig, sweep_s_per_dm: float = 0.0
+) -> tuple[list[PeriodCandidate], int, int]:
+    """The search of ``series`` (``(ndm, n)``): the Fourier search's and the FFA's candidates, sifted
+    together; returns ``(sifted, Fourier candidates, FFA candidates)``. ``sweep_s_per_dm`` as for
+    :func:`ffa_candidates` (0: a time series)."""
+    fourier = fourier_candidates(series, tsamp_s, dms, cfg)
+    ffa = ffa_candidates(series, tsamp_s, dms, cfg, sweep_s_per_dm)
+    n = series.shape[1] - series.shape[1] % 2
+    return sift(fourier + ffa, n * tsamp_s, len(dms), cfg), len(fourier), len(ffa)
+
+
 #: Bursts taken out of one DM trial's series before its periodogram is trusted (each costs a new one).
 MAX_BURSTS = 4
 
@@ -368,7 +380,7 @@ __all__ = [
     "PeriodCandidate",
     "PeriodicConfig",
     "brightest_turn",
-    "detrend",
+    "candidates",
     "ffa_candidates",
     "fourier_candidates",
     "sift",
