@@ -107,3 +107,84 @@ def test_bad_config_is_rejected() -> None:
         Burst(time_s=1, dm=-1, snr=10)
     with pytest.raises(ValueError):
         SimConfig(nbits=3)
+
+
+def _one_channel(
+    t_arrival: float, sigma_t: float, smear: float, tau: float, tsamp: float
+) -> tuple[int, np.ndarray]:
+    """The reference: one channel's pulse (Gaussian, in-channel smearing boxcar, scattering
+    exponential) integrated over samples on its own window, written the plain way."""
+    from scipy.special import erf
+
+    from cudalab.radio.simulate import OVERSAMPLE
+
+    s0 = int(np.floor((t_arrival - 5 * sigma_t - smear / 2 - tsamp) / tsamp))
+    s1 = int(np.ceil((t_arrival + 5 * sigma_t + smear / 2 + 8 * tau + tsamp) / tsamp)) + 1
+    dt = tsamp / OVERSAMPLE
+    x = (s0 + (np.arange((s1 - s0) * OVERSAMPLE) + 0.5) / OVERSAMPLE) * tsamp - t_arrival
+    if smear > dt:
+        r = np.sqrt(2) * sigma_t
+        fine = 0.5 * (erf((x + smear / 2) / r) - erf((x - smear / 2) / r)) / smear
+    else:
+        fine = np.exp(-0.5 * (x / sigma_t) ** 2) / (sigma_t * np.sqrt(2 * np.pi))
+    if tau > dt / 4:
+        k = np.exp(-np.arange(int(np.ceil(8 * tau / dt)) + 1) * dt / tau)
+        fine = np.convolve(fine, k / k.sum())[: len(fine)]
+    prof = fine.reshape(-1, OVERSAMPLE).mean(axis=1)
+    return s0, prof / prof.sum()
+
+
+def test_channel_profiles_match_one_channel_at_a_time() -> None:
+    """All channels at once (padded to the longest window) give each channel's own profile, to
+    rounding, with smeared, unsmeared and scattered channels mixed, and nothing beyond its window."""
+    from cudalab.radio.simulate import _channel_profiles
+
+    rng = np.random.default_rng(3)
+    tsamp, n = 64e-6, 40
+    t_arr = rng.uniform(0.01, 0.02, n)
+    smear = np.where(rng.uniform(size=n) < 0.5, rng.uniform(0, 2e-3, n), 0.0)
+    tau = np.where(rng.uniform(size=n) < 0.3, rng.uniform(0, 1e-3, n), 0.0)
+    s0, profs = _channel_profiles(t_arr, 2e-4, smear, tau, tsamp)
+    for c in range(n):
+        r0, ref = _one_channel(t_arr[c], 2e-4, smear[c], tau[c], tsamp)
+        assert s0[c] == r0
+        np.testing.assert_allclose(profs[c, : len(ref)], ref, rtol=1e-12, atol=1e-15)
+        assert not profs[c, len(ref) :].any()
+
+
+def test_burst_span_bounds_the_patch() -> None:
+    """The span a block uses to decide which pulses to build holds every sample of the pulse's patch,
+    for narrow and wide, smeared, scattered and undispersed pulses (else a block would cut a pulse)."""
+    from cudalab.radio.constants import DM_CONSTANT
+    from cudalab.radio.simulate import burst_patch, burst_span, planned_header
+
+    rng = np.random.default_rng(5)
+    h = planned_header(SimConfig(nchans=64, tsamp_s=256e-6, foff_mhz=-300.0 / 64, duration_s=5.0))
+    for _ in range(40):
+        b = Burst(time_s=rng.uniform(0, 4), dm=rng.choice([0.0, rng.uniform(0, 2000)]), snr=10.0,
+                  width_s=rng.uniform(1e-4, 2e-2), scatter_s=rng.choice([0.0, rng.uniform(0, 5e-3)]))  # fmt: skip
+        p = burst_patch(b, h, DM_CONSTANT)
+        first, stop = burst_span(b, h, DM_CONSTANT)
+        assert first <= p.t0 and p.t0 + p.values.shape[1] <= stop, (b, first, stop, p.t0, p.values.shape)
+        assert stop - first < 1.1 * p.values.shape[1] + 8  # a bound, and a close one
+
+
+def test_pulses_straddling_blocks_are_whole(tmp_path: Path) -> None:
+    """Pulses are built block by block, and one straddling two blocks is whole in the file: the
+    pulsar's signal (the file less the same file without it) is the same written in one block as in
+    blocks of 1000 samples."""
+
+    def signal(name: str, block: int) -> np.ndarray:
+        base = SimConfig(nchans=32, tsamp_s=512e-6, foff_mhz=-300.0 / 32, duration_s=4.0, seed=2, nbits=32,
+                         level=0.0, sigma=1.0)  # fmt: skip
+        psr = replace(base, pulsars=(Pulsar(period_s=0.0371, dm=300.0, snr=8.0, width_s=2e-3, jitter=0.0),))
+        simulate(psr, tmp_path / f"{name}.fil", block=block)
+        simulate(base, tmp_path / f"{name}-noise.fil", block=block)
+        return (
+            open_observation(tmp_path / f"{name}.fil").read()
+            - open_observation(tmp_path / f"{name}-noise.fil").read()
+        )
+
+    one, many = signal("one", 1 << 20), signal("many", 1000)
+    assert one.max() > 0.3  # the pulses are there (S/N 8 over 32 channels: 0.48 a channel at the peak)
+    np.testing.assert_allclose(many, one, atol=1e-5)

@@ -11,6 +11,7 @@ boxcar search can recover (a boxcar of the best width recovers about 90 % of it 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -209,32 +210,46 @@ class _Patch:
     values: NDArray[np.float32]  # (nchan_patch, nt_patch)
 
 
-def _channel_profile(
-    t_arrival: float, sigma_t: float, smear: float, tau: float, tsamp: float
-) -> tuple[int, NDArray[np.float64]]:
-    """One channel's pulse integrated over samples: (first sample, unit-area profile).
+def _channel_profiles(
+    t_arrival: NDArray[np.float64],
+    sigma_t: float,
+    smear: NDArray[np.float64],
+    tau: NDArray[np.float64],
+    tsamp: float,
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """Every channel's pulse integrated over samples: (first samples, unit-area profiles), each
+    profile zero-padded to the longest.
 
-    A Gaussian of ``sigma_t``, spread by a boxcar of ``smear`` (dispersion within the channel) and an
-    exponential of ``tau`` (scattering), all in seconds.
-    """
+    Channel ``c``'s pulse is a Gaussian of ``sigma_t`` arriving at ``t_arrival[c]``, spread by a
+    boxcar of ``smear[c]`` (dispersion within the channel) and an exponential of ``tau[c]``
+    (scattering), all in seconds, integrated over ``OVERSAMPLE`` fine steps per sample. All channels
+    in one array operation (a pulsar's thousands of pulses are each one), equal to rounding to a
+    channel-by-channel reference (tested)."""
     half = 5 * sigma_t + smear / 2
-    lo = t_arrival - half - tsamp
-    hi = t_arrival + half + 8 * tau + tsamp
-    s0, s1 = math.floor(lo / tsamp), math.ceil(hi / tsamp) + 1
+    s0 = np.floor((t_arrival - half - tsamp) / tsamp).astype(np.int64)
+    s1 = np.ceil((t_arrival + half + 8 * tau + tsamp) / tsamp).astype(np.int64) + 1
+    n = s1 - s0
     dt = tsamp / OVERSAMPLE
-    t = (s0 + (np.arange((s1 - s0) * OVERSAMPLE) + 0.5) / OVERSAMPLE) * tsamp
-    x = t - t_arrival
-    if smear > dt:
+    fine_t = (np.arange(int(n.max()) * OVERSAMPLE) + 0.5) / OVERSAMPLE
+    x = (s0[:, None] + fine_t[None, :]) * tsamp - t_arrival[:, None]
+    fine = np.empty_like(x)
+    smeared = smear > dt
+    if smeared.any():
         root2 = math.sqrt(2) * sigma_t
-        fine = 0.5 * (erf((x + smear / 2) / root2) - erf((x - smear / 2) / root2)) / smear
-    else:
-        fine = np.exp(-0.5 * (x / sigma_t) ** 2) / (sigma_t * math.sqrt(2 * math.pi))
-    if tau > dt / 4:
-        k = np.exp(-np.arange(math.ceil(8 * tau / dt) + 1) * dt / tau)
-        fine = np.convolve(fine, k / k.sum())[: len(fine)]
-    prof = fine.reshape(-1, OVERSAMPLE).mean(axis=1)
-    total = prof.sum()
-    return s0, prof / total if total > 0 else prof
+        half_smear = smear[smeared, None] / 2
+        xs = x[smeared]
+        fine[smeared] = (
+            0.5 * (erf((xs + half_smear) / root2) - erf((xs - half_smear) / root2)) / smear[smeared, None]
+        )
+    if (~smeared).any():
+        fine[~smeared] = np.exp(-0.5 * (x[~smeared] / sigma_t) ** 2) / (sigma_t * math.sqrt(2 * math.pi))
+    for c in np.flatnonzero(tau > dt / 4):  # scattered channels: each its own exponential
+        k = np.exp(-np.arange(math.ceil(8 * tau[c] / dt) + 1) * dt / tau[c])
+        fine[c] = np.convolve(fine[c], k / k.sum())[: fine.shape[1]]
+    prof = fine.reshape(len(s0), -1, OVERSAMPLE).mean(axis=2)
+    prof[np.arange(prof.shape[1])[None, :] >= n[:, None]] = 0.0  # each channel's own window only
+    total = prof.sum(axis=1, keepdims=True)
+    return s0, np.divide(prof, total, out=prof, where=total > 0)
 
 
 def burst_patch(
@@ -251,27 +266,37 @@ def burst_patch(
         centre, fwhm = b.band_mhz
         spectrum = spectrum * np.exp(-0.5 * ((freqs - centre) / (fwhm / FWHM_PER_SIGMA)) ** 2)
     sigma_t = b.width_s / FWHM_PER_SIGMA
-    profs = [
-        _channel_profile(b.time_s + delays[c], sigma_t, smear[c], tau[c], tsamp) for c in range(header.nchans)
-    ]
-    t0 = min(s for s, _ in profs)
-    t1 = max(s + len(p) for s, p in profs)
-    vals = np.zeros((header.nchans, t1 - t0), dtype=np.float64)
-    for c, (s, p) in enumerate(profs):
-        vals[c, s - t0 : s - t0 + len(p)] = spectrum[c] * p
+    s0, profs = _channel_profiles(b.time_s + delays, sigma_t, np.broadcast_to(smear, delays.shape),
+                                  np.broadcast_to(tau, delays.shape), tsamp)  # fmt: skip
+    t0 = int(s0.min())
+    cols = (s0 - t0)[:, None] + np.arange(profs.shape[1])[None, :]
+    width = int(cols[:, -1].max()) + 1
+    values = spectrum[:, None] * profs
     # Matched-filter S/N of the dedispersed series for unit amplitude: shift each channel back by its
     # (rounded) delay, sum, and compare with the summed noise sqrt(sum of channel variances).
-    shift = np.rint(delays / tsamp).astype(np.int64)
-    aligned = np.zeros(vals.shape[1] + 1, dtype=np.float64)
-    for c in range(header.nchans):
-        seg = vals[c, shift[c] :] if shift[c] >= 0 else vals[c]
-        aligned[: len(seg)] += seg
+    back = cols - np.maximum(np.rint(delays / tsamp).astype(np.int64), 0)[:, None]
+    kept = back >= 0
+    aligned = np.bincount(back[kept], weights=values[kept], minlength=width)
     var = np.ones(header.nchans) if noise_std is None else np.asarray(noise_std, dtype=np.float64) ** 2
     unit_snr = math.sqrt(float((aligned**2).sum())) / math.sqrt(float(var.sum()))
     scale = b.snr / unit_snr if unit_snr > 0 else 0.0
     if noise_std is not None:
-        vals *= np.asarray(noise_std, dtype=np.float64)[:, None]
-    return _Patch(0, t0, (vals * scale).astype(np.float32))
+        values *= np.asarray(noise_std, dtype=np.float64)[:, None]
+    vals = np.zeros((header.nchans, width), dtype=np.float32)
+    vals[np.arange(header.nchans)[:, None], cols] = (values * scale).astype(np.float32)
+    return _Patch(0, t0, vals)
+
+
+def burst_span(b: Burst, header: Header, k_dm: float) -> tuple[int, int]:
+    """Samples ``[first, stop)`` that hold all of :func:`burst_patch`'s patch of ``b`` (a bound,
+    found without building it)."""
+    freqs = header.freqs_mhz
+    delays = dispersion_delay_s(b.dm, freqs, header.fmax_mhz, k_dm)
+    smear = float(np.max(smearing_s(b.dm, header.foff_mhz, freqs, k_dm)))
+    tau = b.scatter_s * float(np.max((freqs / 1000.0) ** SCATTER_INDEX))
+    reach = 5 * b.width_s / FWHM_PER_SIGMA + smear / 2 + header.tsamp_s
+    first = math.floor((b.time_s + float(delays.min()) - reach) / header.tsamp_s)
+    return first, math.ceil((b.time_s + float(delays.max()) + reach + 8 * tau) / header.tsamp_s) + 2
 
 
 def pulsar_bursts(p: Pulsar, duration_s: float, rng: np.random.Generator) -> list[Burst]:
@@ -425,7 +450,10 @@ def simulate(
         extra = pulsar_bursts(p, header.duration_s, rng)
         pulses += extra
         kinds += ["pulsar"] * len(extra)
-    patches = [burst_patch(b, header, cfg.k_dm, bg_std) for b in pulses]
+    # pulses are built block by block (a pulsar's thousands would not fit in memory at once), each
+    # in every block its span overlaps; the interference, a few patches, once
+    spans = np.array([burst_span(b, header, cfg.k_dm) for b in pulses], dtype=np.int64).reshape(-1, 2)
+    patches: list[_Patch] = []
     for r in cfg.rfi:
         rp = rfi_patches(r, header, nsamples, rng)
         if bg_std is not None:
@@ -451,7 +479,8 @@ def simulate(
         else:
             brng = np.random.default_rng([cfg.seed, 1, i])  # one stream per block: same file for a seed
             data = brng.standard_normal((header.nchans, n), dtype=np.float32)
-        for q in patches:
+        here = np.flatnonzero((spans[:, 0] < start + n) & (spans[:, 1] > start))
+        for q in itertools.chain((burst_patch(pulses[j], header, cfg.k_dm, bg_std) for j in here), patches):
             lo, hi = max(start, q.t0), min(start + n, q.t0 + q.values.shape[1])
             if lo < hi:
                 c0, c1 = q.chan0, q.chan0 + q.values.shape[0]
