@@ -248,3 +248,61 @@ def test_clustering_does_not_chain_a_burst_into_an_interference_track(
     if track_snr[0] > 30:  # a brighter track is a peak of its own too, and takes nothing of the burst
         assert len(cl.best) == 2
         assert (cl.label[: len(track)] != cl.label[burst_peak]).all()
+
+
+def _graph(n: int, edges: list[tuple[int, int]], rng: np.random.Generator | None = None) -> object:
+    """A symmetric CSR graph of ``edges``, each row's friends in random order when ``rng`` is given."""
+    from scipy.sparse import csr_matrix
+
+    rows: list[list[int]] = [[] for _ in range(n)]
+    for a, b in edges:
+        rows[a].append(b)
+        rows[b].append(a)
+    if rng is not None:
+        for r in rows:
+            rng.shuffle(r)
+    indptr = np.cumsum([0] + [len(r) for r in rows])
+    indices = np.array([u for r in rows for u in r], dtype=np.int64)
+    g = csr_matrix((np.ones(len(indices)), indices, indptr), shape=(n, n))
+    g.has_sorted_indices = False  # keep the rows' order as given
+    return g
+
+
+def test_persistence_merges_a_bump_into_the_eldest_cluster_whatever_the_friends_order() -> None:
+    """Three clusters meet at one giant v (S/N 10) through one member each. Its brightest friend is in
+    B (peak 13): a bump above v (prominence 4), so B merges; A (peak 20) and C (peak 16) rise far
+    above v and stay apart. B goes to the eldest, A, whichever of A's and C's members the graph lists
+    first (it went to whichever came first)."""
+    from cudalab.radio.single_pulse.cluster import _persistence_labels
+
+    #               A0    C0    B0    B1    C1    A1    v
+    snr = np.array([20.0, 16.0, 13.0, 12.5, 11.5, 11.0, 10.0])
+    a0, c0, b0, b1, c1, a1, v = range(7)
+    tree = [(a0, a1), (b0, b1), (c0, c1)]
+    for junction in ([(v, b1), (v, a1), (v, c1)], [(v, b1), (v, c1), (v, a1)]):
+        label = _persistence_labels(_graph(7, tree + junction), snr, prominence=4.0, fraction=0.0)
+        assert label[a0] == label[a1] == label[b0] == label[b1] == label[v] != label[c0] == label[c1], (
+            junction
+        )
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_persistence_labels_do_not_depend_on_the_order_friends_are_listed(seed: int) -> None:
+    from cudalab.radio.single_pulse.cluster import _persistence_labels
+
+    rng = np.random.default_rng(seed)
+    n = 300
+    pts = rng.uniform(0, 10, (n, 2))
+    snr = (
+        6
+        + 14 * np.exp(-((pts - 3) ** 2).sum(1) / 4)
+        + 10 * np.exp(-((pts - 7) ** 2).sum(1) / 2)
+        + rng.normal(0, 1, n)
+    )
+    d = np.linalg.norm(pts[:, None] - pts[None], axis=2)
+    edges = [(int(a), int(b)) for a, b in zip(*np.triu_indices(n, 1), strict=True) if d[a, b] < 1.0]
+    ref = _persistence_labels(_graph(n, edges), snr, prominence=3.0, fraction=0.1)
+    assert 2 <= ref.max() + 1 < n // 3  # the two hills, a few isolated giants: a real test
+    for _ in range(5):
+        got = _persistence_labels(_graph(n, edges, rng), snr, prominence=3.0, fraction=0.1)
+        assert np.array_equal(got, ref)

@@ -219,8 +219,10 @@ def _persistence_labels(
         top = min(brighter, key=rank_l.__getitem__)  # the brightest friend
         home = find(top)
         parent[v] = home
-        for u in brighter:
-            r = find(u)
+        # the clusters it touches, highest peak first: a bump of a home merges into the eldest of
+        # them, whatever order the graph lists the friends in
+        for r0 in sorted({find(u) for u in brighter}, key=rank_l.__getitem__):
+            r = find(r0)
             if r == home:
                 continue
             lower, upper = (r, home) if rank_l[r] > rank_l[home] else (home, r)
