@@ -122,3 +122,28 @@ def test_the_cramer_rao_bound_matches_the_fisher_information_of_the_simulated_pu
     assert closed == pytest.approx(numeric, rel=0.02)
     # and it scales as 1 / (S/N)
     assert dm_cramer_rao({**asdict(burst), "snr": 2 * burst.snr}, truth) == pytest.approx(closed / 2)
+
+
+def test_a_candidate_is_an_injected_pulse_only_if_the_pulse_could_look_that_bright_there() -> None:
+    """Association (the labels and the recall): a wide candidate far off in DM coincides with a burst
+    in time, and its wide boxcar puts it within the width term of the DM window, but the burst,
+    smeared by that DM error, would give S/N 3 there; the same candidate near the burst's DM is it."""
+    from cudalab.radio.evaluate import match_pulse
+    from cudalab.radio.single_pulse.candidates import Candidate
+
+    truth = {
+        "header": {"fmin_mhz": 1200.0, "fmax_mhz": 1500.0},
+        "pulses": [
+            {"kind": "burst", "time_s": 1.96, "dm": 140.9, "snr": 9.2, "width_s": 16e-3, "scatter_s": 0.0}
+        ],
+    }
+
+    def cand(dm: float, snr: float, width_s: float = 0.098) -> Candidate:
+        return Candidate(snr=snr, dm=dm, dm_err=1.0, time_s=1.953, width_s=width_s, sample=0, dm_index=0,
+                         dm_trial=dm, members=1, width_samples=1, dm_lo=dm, dm_hi=dm, begin_sample=0,
+                         end_sample=1, mjd=0.0, fref_mhz=1500.0)  # fmt: skip
+
+    assert match_pulse(cand(0.0, 9.1), truth) is None  # 147 ms of smearing: S/N 3 at most, not 9
+    assert match_pulse(cand(0.0, 4.0), truth) is not None  # as faint as the smeared burst can be
+    assert match_pulse(cand(139.0, 9.1, 16e-3), truth) is not None
+    assert match_pulse(cand(140.0, 40.0, 16e-3), truth) is None  # 4 times brighter than the burst

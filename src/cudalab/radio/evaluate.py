@@ -20,6 +20,12 @@ MIN_TIME_TOL_S = 5e-3
 #: Loose DM window for association (a detection at the wrong DM is still that pulse, just inaccurate).
 ASSOC_DM_FRACTION = 0.1
 ASSOC_DM_MIN = 3.0
+#: ... and no brighter than the pulse can look at the candidate's DM (see :func:`_associated`): at most
+#: this factor of that S/N plus this many sigma of noise.
+ASSOC_SNR_FACTOR = 1.5
+ASSOC_SNR_NOISE = 3.0
+#: The narrowest width the S/N rule assumes for a pulse (its sampling and in-channel smearing aside).
+ASSOC_MIN_WIDTH_S = 0.5e-3
 
 
 def dm_tolerance(true: float) -> float:
@@ -87,14 +93,23 @@ def _sweep_s_per_dm(truth: dict[str, Any]) -> float:
 
 
 def _associated(c: Candidate, p: dict[str, Any], sweep_per_dm: float) -> bool:
-    """Same pulse: close in time, and a DM error that smears it across the band by at most twice the
-    wider of the two widths (a faint, wide pulse peaks at a less certain DM), or 10 %, or 3."""
+    """Same pulse: close in time; a DM error that smears it across the band by at most twice the
+    sum of the two widths (a faint, wide pulse peaks at a less certain DM), or 10 %, or 3; and no
+    brighter than the pulse can be at that DM. Smeared by ``s = |dDM| x sweep``, a pulse of width
+    ``w`` keeps about ``sqrt(w / hypot(w, s))`` of its S/N, so a wide candidate far off in DM is
+    not a faint narrow pulse however wide its own boxcar (a 16 ms burst of S/N 9 at DM 141 on
+    1200-1500 MHz, smeared by 146 ms at DM 0, gives S/N 3 there: a DM-0 candidate of S/N 9 at its
+    time is something else)."""
     widths = c.width_s + p["width_s"]
     tol_t = max(MIN_TIME_TOL_S, TIME_TOL_WIDTHS * max(c.width_s, p["width_s"]) + p.get("scatter_s", 0.0))
     tol_dm = max(
         ASSOC_DM_MIN, ASSOC_DM_FRACTION * p["dm"], 2 * widths / sweep_per_dm if sweep_per_dm > 0 else 0.0
     )
-    return abs(c.time_s - p["time_s"]) <= tol_t and abs(c.dm - p["dm"]) <= tol_dm
+    if abs(c.time_s - p["time_s"]) > tol_t or abs(c.dm - p["dm"]) > tol_dm:
+        return False
+    w = max(ASSOC_MIN_WIDTH_S, p["width_s"] + p.get("scatter_s", 0.0))
+    expected = p["snr"] * math.sqrt(w / math.hypot(w, abs(c.dm - p["dm"]) * sweep_per_dm))
+    return c.snr <= ASSOC_SNR_FACTOR * expected + ASSOC_SNR_NOISE
 
 
 def match_pulse(c: Candidate, truth: dict[str, Any]) -> dict[str, Any] | None:

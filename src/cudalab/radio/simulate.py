@@ -255,7 +255,11 @@ def _channel_profiles(
 def burst_patch(
     b: Burst, header: Header, k_dm: float, noise_std: NDArray[np.float64] | None = None
 ) -> _Patch:
-    """The burst as a patch scaled to its target S/N (noise of unit std per channel, or ``noise_std``)."""
+    """The burst as a patch scaled to its target S/N, in units of each channel's noise: unit std, or
+    ``noise_std`` (a real background's). The S/N is that of the dedispersed sum of the channels each
+    normalised to unit noise (as every search normalises them), so it does not depend on the
+    background's levels; channels without noise (``noise_std`` 0: dead, flagged) carry no signal
+    and do not count."""
     freqs = header.freqs_mhz
     tsamp = header.tsamp_s
     delays = dispersion_delay_s(b.dm, freqs, header.fmax_mhz, k_dm)
@@ -274,14 +278,17 @@ def burst_patch(
     values = spectrum[:, None] * profs
     # Matched-filter S/N of the dedispersed series for unit amplitude: shift each channel back by its
     # (rounded) delay, sum, and compare with the summed noise sqrt(sum of channel variances).
+    if noise_std is not None:
+        std = np.asarray(noise_std, dtype=np.float64)
+        values[std <= 0] = 0.0
     back = cols - np.maximum(np.rint(delays / tsamp).astype(np.int64), 0)[:, None]
     kept = back >= 0
     aligned = np.bincount(back[kept], weights=values[kept], minlength=width)
-    var = np.ones(header.nchans) if noise_std is None else np.asarray(noise_std, dtype=np.float64) ** 2
-    unit_snr = math.sqrt(float((aligned**2).sum())) / math.sqrt(float(var.sum()))
+    live = header.nchans if noise_std is None else int(np.count_nonzero(std > 0))
+    unit_snr = math.sqrt(float((aligned**2).sum())) / math.sqrt(max(live, 1))
     scale = b.snr / unit_snr if unit_snr > 0 else 0.0
-    if noise_std is not None:
-        values *= np.asarray(noise_std, dtype=np.float64)[:, None]
+    if noise_std is not None:  # from noise units to the background's own
+        values *= std[:, None]
     vals = np.zeros((header.nchans, width), dtype=np.float32)
     vals[np.arange(header.nchans)[:, None], cols] = (values * scale).astype(np.float32)
     return _Patch(0, t0, vals)
@@ -438,9 +445,7 @@ def simulate(
     background = open_observation(cfg.background) if cfg.background else None
     bg_std: NDArray[np.float64] | None = None
     if background is not None:
-        probe = background.read(0, min(background.header.nsamples, 4096)).astype(np.float64)
-        med = np.median(probe, axis=1, keepdims=True)
-        bg_std = np.maximum(np.median(np.abs(probe - med), axis=1) * 1.4826, 1e-6)
+        bg_std = background_noise(background)
     header = planned_header(cfg)
     nsamples = header.nsamples
 
@@ -485,6 +490,19 @@ def simulate(
             if lo < hi:
                 c0, c1 = q.chan0, q.chan0 + q.values.shape[0]
                 data[c0:c1, lo - start : hi - start] += q.values[:, lo - q.t0 : hi - q.t0]
+        if background is not None and header.nbits <= 16:
+            # The background is whole counts already: a signal of a fraction of a count would round
+            # away (all of it, on 1- and 2-bit data). Rounded up with a probability equal to its
+            # fraction, it is kept on average, as the analogue noise's dither kept it.
+            whole = np.floor(data)
+            frac = data - whole
+            hit = frac > 0
+            if hit.any():
+                u = np.random.default_rng([cfg.seed, 2, i]).random(
+                    int(np.count_nonzero(hit)), dtype=np.float32
+                )
+                whole[hit] += u < frac[hit]
+            data = whole
         if background is None and header.nbits <= 16:
             if header.nbits < 8:  # centre the few levels on the noise, +-2 sigma across them
                 levels = (1 << header.nbits) - 1
@@ -513,6 +531,20 @@ def simulate(
     atomic_write_json(out.with_suffix(".truth.json"), truth)
     atomic_write_text(out.with_suffix(".truth.csv"), _truth_csv(truth))
     return truth
+
+
+def background_noise(obs: Any, samples: int = 4096) -> NDArray[np.float64]:
+    """Each channel's noise standard deviation in a background file (its first ``samples``), as the
+    search measures noise (:func:`cudalab.radio.rfi.robust_location_scale`: right on 1- and 2-bit
+    data, where 1.4826 x MAD is 0 or 50 % high); 0 for a channel without noise."""
+    import torch
+
+    from cudalab.radio.rfi import robust_location_scale
+
+    probe = obs.read(0, min(obs.header.nsamples, samples)).astype(np.float32)
+    const = probe.max(axis=1) == probe.min(axis=1)
+    _, scale = robust_location_scale(torch.from_numpy(probe))
+    return np.where(const, 0.0, scale[:, 0].double().numpy())
 
 
 def _tiled(obs: Any, start: int, n: int) -> NDArray[np.float32]:
