@@ -172,6 +172,14 @@ def test_radio_periodic_quick_reports_recovery_per_method() -> None:
     assert len(cases) == 2 and all(r["ours_found"] and 0.5 < r["ours_snr"] / r["snr"] < 1.3 for r in cases)
     (summary,) = [r for r in records if r["benchmark"] == "radio_periodic" and r["method"] == "ours"]
     assert summary["found_fraction"] == 1.0 and summary["realtime_factor"] > 0
+    # the whole pipeline on a simulated filterbank: the pulsar found at its DM, near its true fold S/N
+    (fb,) = [r for r in records if r["benchmark"] == "radio_periodic_filterbank"]
+    assert fb["found"] and abs(fb["fold_dm"] - fb["dm"]) <= 0.1 * fb["dm"]
+    assert 0.7 < fb["fold_snr"] / fb["true_fold_snr"] < 1.3 and fb["true_fold_snr"] < fb["snr"] * 1.2
+    goals = {r["input"]: r for r in records if r["benchmark"] == "radio_periodic_goal"}
+    assert set(goals) == {"time series", "filterbank"} and all(
+        g["found_fraction"] == 1.0 for g in goals.values()
+    )
 
 
 def test_radio_dm_accuracy_quick_reports_error_against_the_cramer_rao_bound() -> None:

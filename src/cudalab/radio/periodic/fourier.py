@@ -17,7 +17,8 @@ Conventions
   nearest half bin. In noise, ``S_h`` follows a gamma distribution of shape ``h`` and scale 1.
 - **Significance**: the chance probability of a sum at least ``S`` is ``p = Q(h, S)`` (the regularised
   upper incomplete gamma function); over ``N`` independent trials (frequencies searched x harmonic
-  stages x DM trials) it is ``1 - (1 - p)^N ~ N p``; that is turned into the equivalent one-sided
+  stages x acceleration trials, in one DM trial, as PRESTO's accelsearch counts) it is
+  ``1 - (1 - p)^N ~ N p``; that is turned into the equivalent one-sided
   Gaussian ``sigma = -Phi^-1(N p)``, computed from ``log p`` so that it stays finite for very bright
   pulsars.
 """

@@ -137,7 +137,7 @@ def _dm_limit(h: Any) -> float:
     return 0.5 * h.nsamples * h.tsamp_s / _sweep_per_dm(h)
 
 
-def _series_at(
+def series_at(
     data: torch.Tensor, h: Any, dm: float, nchans_per_sub: int | None = None
 ) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
     """The cleaned filterbank ``data`` dedispersed at ``dm`` on its own device (and per sub-band when
@@ -188,11 +188,11 @@ def fold_candidate(
         trial_dms = np.linspace(dms[max(0, i - 3)], dms[min(len(dms) - 1, i + 3)], 13)
         dm_curve = []
         for d in trial_dms:
-            s, _ = _series_at(data, h, float(d))
+            s, _ = series_at(data, h, float(d))
             f = fold(prepare(s, h.tsamp_s, window), h.tsamp_s, cand.period_s, pdot, nbins=job.nbins, nsub=8)
             dm_curve.append((float(d), f.chi2_r))
         dm = _peak([d for d, _ in dm_curve], [c for _, c in dm_curve])
-        s, subs = _series_at(data, h, dm, max(1, h.nchans // 16))
+        s, subs = series_at(data, h, dm, max(1, h.nchans // 16))
         x = prepare(s, h.tsamp_s, window)
     f = refine(x, h.tsamp_s, cand.period_s, cand.accel, nbins=job.nbins)
     tobs = len(x) * h.tsamp_s
@@ -330,7 +330,7 @@ def write_report(
         (
             "Fourier search",
             f"{summary['samples']} samples; harmonics summed {', '.join(map(str, c.harmonics))}; kept from "
-            f"{c.sigma:g} sigma after the trials; acceleration {accel}",
+            f"{c.sigma:g} sigma after the trials within a DM trial; acceleration {accel}",
         ),
         ("FFA", ffa),
         (
@@ -426,4 +426,4 @@ def run_periodic(path: Path, out: Path, job: PeriodicJob, device: torch.device) 
     return summary
 
 
-__all__ = ["PeriodicJob", "fold_candidate", "run_periodic"]
+__all__ = ["PeriodicJob", "cleaned", "dedispersed", "fold_candidate", "run_periodic", "series_at"]
