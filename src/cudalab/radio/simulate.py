@@ -277,7 +277,7 @@ def burst_patch(
     width = int(cols[:, -1].max()) + 1
     values = spectrum[:, None] * profs
     # Matched-filter S/N of the dedispersed series for unit amplitude: shift each channel back by its
-    # (rounded) delay, sum, and compare with the summed noise sqrt(sum of channel variances).
+    # (rounded) delay, sum, and compare with the summed noise, sqrt(channels) in noise units.
     if noise_std is not None:
         std = np.asarray(noise_std, dtype=np.float64)
         values[std <= 0] = 0.0
