@@ -270,8 +270,7 @@ def burst_patch(
         centre, fwhm = b.band_mhz
         spectrum = spectrum * np.exp(-0.5 * ((freqs - centre) / (fwhm / FWHM_PER_SIGMA)) ** 2)
     sigma_t = b.width_s / FWHM_PER_SIGMA
-    s0, profs = _channel_profiles(b.time_s + delays, sigma_t, np.broadcast_to(smear, delays.shape),
-                                  np.broadcast_to(tau, delays.shape), tsamp)  # fmt: skip
+    s0, profs = _channel_profiles(b.time_s + delays, sigma_t, smear, tau, tsamp)
     t0 = int(s0.min())
     cols = (s0 - t0)[:, None] + np.arange(profs.shape[1])[None, :]
     width = int(cols[:, -1].max()) + 1

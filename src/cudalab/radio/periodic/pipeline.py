@@ -426,4 +426,4 @@ def run_periodic(path: Path, out: Path, job: PeriodicJob, device: torch.device) 
     return summary
 
 
-__all__ = ["PeriodicJob", "cleaned", "dedispersed", "fold_candidate", "run_periodic", "series_at"]
+__all__ = ["PeriodicJob", "cleaned", "fold_candidate", "run_periodic", "series_at"]
