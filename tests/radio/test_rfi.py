@@ -13,6 +13,7 @@ from cudalab.radio.rfi import (
     clean_block,
     impulse_mask,
     robust_location_scale,
+    row_median,
     spectral_kurtosis_mask,
     zero_dm,
 )
@@ -98,6 +99,19 @@ def test_robust_scale_is_unbiased_on_quantised_data_where_the_mad_is_not() -> No
     gauss[:, ::100] += 50.0  # 1 % outliers
     _, s = robust_location_scale(gauss)
     assert (s - 1).abs().max() < 0.02
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 1000, 1001])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_row_median_is_torchs_median(n: int, dtype: torch.dtype) -> None:
+    g = torch.Generator().manual_seed(n)
+    y = torch.randn(5, 2 * n, generator=g, dtype=dtype)[:, ::2]  # a strided view, as the stats take
+    y[1] = torch.round(y[1])  # ties
+    y[3, n // 2] = float("nan")
+    torch.testing.assert_close(
+        row_median(y), y.median(dim=1, keepdim=True).values, rtol=0, atol=0, equal_nan=True
+    )
+    assert row_median(y).dtype == dtype and row_median(y).shape == (5, 1)
 
 
 def _band(nchans: int = 256, n: int = 20_000, seed: int = 0) -> torch.Tensor:

@@ -47,6 +47,21 @@ CLIP_STD_FACTOR = math.sqrt(
 )
 
 
+def row_median(y: torch.Tensor) -> torch.Tensor:
+    """Each row's median of ``(rows, n)`` as ``(rows, 1)``, the lower of the middle two for even ``n``
+    (torch's convention; NaN for a row holding one). On the CPU by selection (numpy's introselect,
+    linear time), which is twice as fast as torch's sort-based median there; elsewhere torch's."""
+    if y.device.type != "cpu" or y.dtype not in (torch.float32, torch.float64) or y.shape[1] == 0:
+        return y.median(dim=1, keepdim=True).values
+    a = y.detach().numpy()
+    k = (a.shape[1] - 1) // 2
+    med = np.partition(a, k, axis=1)[:, k : k + 1]
+    nan = np.isnan(a).any(axis=1)
+    if nan.any():
+        med[nan] = np.nan
+    return torch.from_numpy(med)
+
+
 def robust_location_scale(y: torch.Tensor, iterations: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row centre and noise standard deviation of mostly Gaussian samples with outliers: shape
     ``(rows, n)`` -> two ``(rows, 1)``.
@@ -60,8 +75,8 @@ def robust_location_scale(y: torch.Tensor, iterations: int = 2) -> tuple[torch.T
     (the PRESTO tutorial's 64 channels: values 86-120, sigma 3.96) gets a MAD-based sigma of 4.45, 12 %
     too high, and every S/N 12 % too low.
     """
-    med = y.median(dim=1, keepdim=True).values
-    scale = (y - med).abs().median(dim=1, keepdim=True).values * MAD_TO_STD
+    med = row_median(y)
+    scale = row_median((y - med).abs()) * MAD_TO_STD
     scale = torch.where(scale > 0, scale, y.std(dim=1, keepdim=True)).clamp_min(1e-12)
     centre = med
     for _ in range(iterations):
