@@ -75,7 +75,13 @@ def test_the_s_n_peak_places_a_narrow_pulse(tmp_path: Path, dm: float) -> None:
     assert abs(got - dm) <= max(1.0, 0.01 * dm) and snr > 15
 
 
-def _fisher_dm_bound(burst: Burst, sim: SimConfig, step_dm: float = 0.05, step_t: float = 2e-5) -> float:
+def _fisher_dm_bound(
+    burst: Burst,
+    sim: SimConfig,
+    step_dm: float = 0.05,
+    step_t: float = 2e-5,
+    noise_std: np.ndarray | None = None,
+) -> float:
     """The DM's Cramer-Rao bound computed numerically from the simulator's own noiseless pulse: the
     Fisher matrix of (t0, DM, amplitude) from finite differences of the expected data, unit noise."""
     from cudalab.radio.simulate import burst_patch, planned_header
@@ -83,7 +89,7 @@ def _fisher_dm_bound(burst: Burst, sim: SimConfig, step_dm: float = 0.05, step_t
     h = planned_header(sim)
 
     def mean(t: float, dm: float, amp: float) -> np.ndarray:
-        p = burst_patch(replace(burst, time_s=t, dm=dm), h, DM_CONSTANT)
+        p = burst_patch(replace(burst, time_s=t, dm=dm), h, DM_CONSTANT, noise_std)
         out = np.zeros((h.nchans, h.nsamples))
         rows, cols = p.values.shape
         out[p.chan0 : p.chan0 + rows, p.t0 : p.t0 + cols] = p.values
@@ -122,6 +128,27 @@ def test_the_cramer_rao_bound_matches_the_fisher_information_of_the_simulated_pu
     assert closed == pytest.approx(numeric, rel=0.02)
     # and it scales as 1 / (S/N)
     assert dm_cramer_rao({**asdict(burst), "snr": 2 * burst.snr}, truth) == pytest.approx(closed / 2)
+
+
+def test_the_cramer_rao_bound_leaves_out_a_backgrounds_dead_channels() -> None:
+    """A real background's channels without noise hold no signal and do not count in the S/N (as the
+    simulator injects): the bound, told which they are, still matches the numerical one."""
+    from dataclasses import asdict
+
+    from cudalab.radio.evaluate import dm_cramer_rao
+    from cudalab.radio.simulate import planned_header
+
+    sim = replace(SIM, duration_s=2.0)
+    burst = Burst(time_s=1.0, dm=150.0, snr=14.0, width_s=4e-3)
+    h = planned_header(sim)
+    std = np.ones(h.nchans)
+    dead = np.r_[np.arange(0, h.nchans, 5), np.arange(h.nchans // 2, h.nchans // 2 + h.nchans // 8)]
+    std[dead] = 0.0
+    truth = {"header": h.summary(), "k_dm": DM_CONSTANT, "dead_channels": sorted(set(dead.tolist()))}
+    closed = dm_cramer_rao(asdict(burst), truth)
+    assert closed == pytest.approx(_fisher_dm_bound(burst, sim, noise_std=std), rel=0.02)
+    # counting them as live (the old bound) puts it elsewhere
+    assert dm_cramer_rao(asdict(burst), {**truth, "dead_channels": []}) != pytest.approx(closed, rel=0.02)
 
 
 def test_a_candidate_is_an_injected_pulse_only_if_the_pulse_could_look_that_bright_there() -> None:

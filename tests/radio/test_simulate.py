@@ -205,7 +205,26 @@ def test_a_burst_on_a_real_background_has_the_stated_snr(
 
     cfg = SimConfig(background=str(shared_data / "radio" / background), duration_s=2.0, seed=4,
                     bursts=(Burst(time_s=0.5, dm=40.0, snr=20.0, width_s=2e-3),))  # fmt: skip
-    simulate(cfg, tmp_path / "b.fil")
+    truth = simulate(cfg, tmp_path / "b.fil")
+    # the truth names the background's channels without noise: exactly those constant in the file
+    from cudalab.radio.io.observation import open_observation
+
+    probe = open_observation(cfg.background).read(0, 4096)
+    assert truth["dead_channels"] == np.flatnonzero(probe.max(axis=1) == probe.min(axis=1)).tolist()
     r = search_file(tmp_path / "b.fil", SearchConfig(dm_max=100.0, device="cpu"))
     (found,) = [c for c in r.candidates if abs(c.dm - 40.0) < 3 and abs(c.time_s - 0.5) < 0.01]
     assert 20.0 * 0.8 < found.snr < 20.0 * 1.25, found.snr  # the backgrounds' own interference aside
+
+
+def test_a_truth_tables_dead_channels_are_checked(tmp_path: Path) -> None:
+    from cudalab.radio.simulate import load_truth
+
+    good = {"header": {"fmin_mhz": 1200.0, "fmax_mhz": 1500.0, "nchans": 64}, "pulses": []}
+    for dead, ok in (([], True), ([0, 63], True), ([64], False), (["3"], False), ([True], False), (5, False)):
+        f = tmp_path / "t.json"
+        f.write_text(json.dumps({**good, "dead_channels": dead}))
+        if ok:
+            assert load_truth(f)["dead_channels"] == dead
+        else:
+            with pytest.raises(ValueError, match="dead_channels is not a list of channel numbers"):
+                load_truth(f)

@@ -57,7 +57,9 @@ def dm_cramer_rao(pulse: dict[str, Any], truth: dict[str, Any]) -> float:
     simulator's own pulses (``tests/radio/test_refine.py``: equal to 0.1 % for Gaussian pulses, with a
     spectral index or a band). Where smearing or scattering dominates a channel's width, the
     Gaussian of equal variance understates what the profile's sharp edges tell, and this bound is
-    15-40 % too high (a 0.5 ms pulse at DM 1000 on 256 channels; 2 ms scattered by 3 ms).
+    15-40 % too high (a 0.5 ms pulse at DM 1000 on 256 channels; 2 ms scattered by 3 ms). A real
+    background's dead channels (``truth["dead_channels"]``) hold no signal and, as in the simulator,
+    do not count among the channels the S/N is summed over.
     """
     h = truth["header"]
     k_dm = float(truth.get("k_dm", DM_CONSTANT))
@@ -66,6 +68,9 @@ def dm_cramer_rao(pulse: dict[str, Any], truth: dict[str, Any]) -> float:
     if pulse.get("band_mhz"):
         centre, fwhm = pulse["band_mhz"]
         spectrum = spectrum * np.exp(-0.5 * ((f - centre) / (fwhm / FWHM_PER_SIGMA)) ** 2)
+    # a real background's channels without noise carry no signal and do not count in the S/N
+    dead = np.asarray(truth.get("dead_channels", []), dtype=np.int64)
+    spectrum[dead] = 0.0
     smear = smearing_s(pulse["dm"], abs(h["foff_mhz"]), f, k_dm)
     tau = pulse.get("scatter_s", 0.0) * (f / 1000.0) ** SCATTER_INDEX
     sigma = np.sqrt(
@@ -79,7 +84,7 @@ def dm_cramer_rao(pulse: dict[str, Any], truth: dict[str, Any]) -> float:
     overlap = (
         s_c[:, None] * s_c[None, :] / np.sqrt(2 * math.pi * (sigma[:, None] ** 2 + sigma[None, :] ** 2))
     ).sum()
-    amp2 = pulse["snr"] ** 2 * h["nchans"] / overlap
+    amp2 = pulse["snr"] ** 2 * (h["nchans"] - len(np.unique(dead))) / overlap
     info = amp2 * s_c**2 / (2 * math.sqrt(math.pi) * sigma) / (2 * sigma**2)
     xbar = (info * x).sum() / info.sum()
     lever = float((info * (x - xbar) ** 2).sum())

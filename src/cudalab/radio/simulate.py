@@ -398,9 +398,15 @@ def planned_header(cfg: SimConfig) -> Header:
 
 
 def truth_table(
-    cfg: SimConfig, header: Header, bursts: Sequence[Burst], kinds: Sequence[str]
+    cfg: SimConfig,
+    header: Header,
+    bursts: Sequence[Burst],
+    kinds: Sequence[str],
+    dead_channels: Sequence[int] = (),
 ) -> dict[str, Any]:
-    """The truth: every injected pulse (kind ``burst`` or ``pulsar``) and RFI event, JSON-ready."""
+    """The truth: every injected pulse (kind ``burst`` or ``pulsar``) and RFI event, and the
+    background's channels without noise (which carry no signal and do not count in a pulse's S/N),
+    JSON-ready."""
     rows = []
     for kind, b in zip(kinds, bursts, strict=True):
         d = asdict(b)
@@ -416,6 +422,7 @@ def truth_table(
         "rfi": rfi,
         "pulsars": [asdict(p) for p in cfg.pulsars],
         "background": cfg.background,
+        "dead_channels": [int(c) for c in dead_channels],
     }
 
 
@@ -526,7 +533,8 @@ def simulate(
             fh.write(pending.popleft().result())
         if progress is not None:
             progress(nsamples, nsamples)
-    truth = truth_table(cfg, header.with_(path=str(out)), pulses, kinds)
+    dead = np.flatnonzero(bg_std <= 0) if bg_std is not None else ()
+    truth = truth_table(cfg, header.with_(path=str(out)), pulses, kinds, dead)
     atomic_write_json(out.with_suffix(".truth.json"), truth)
     atomic_write_text(out.with_suffix(".truth.csv"), _truth_csv(truth))
     return truth
@@ -685,6 +693,11 @@ def load_truth(path: str | Path) -> dict[str, Any]:
                 raise ValueError(f"pulses[{i}].{key} is not a number")
     if "k_dm" in truth and not _finite(truth["k_dm"]):
         raise ValueError("k_dm is not a number")
+    dead = truth.get("dead_channels", [])
+    if not isinstance(dead, list) or not all(
+        isinstance(c, int) and not isinstance(c, bool) and 0 <= c < header.get("nchans", 0) for c in dead
+    ):
+        raise ValueError("dead_channels is not a list of channel numbers")
     return truth
 
 
