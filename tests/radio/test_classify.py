@@ -20,7 +20,7 @@ import torch
 from cudalab.cli import main
 from cudalab.errors import ExitCode
 from cudalab.radio.classify.dataset import DatasetConfig, build_dataset, read_index, recipe
-from cudalab.radio.classify.score import DEFAULT_WEIGHTS, load_classifier
+from cudalab.radio.classify.score import DEFAULT_WEIGHTS, FORMAT, load_classifier
 from cudalab.radio.constants import DM_CONSTANT
 from cudalab.radio.simulate import planned_header
 from tests.radio.test_classify_parts import write_yours
@@ -262,9 +262,12 @@ def test_a_file_that_is_not_a_classifier_is_refused(
     bad = tmp_path / "bad.pt"
     torch.save({"format": "something else"}, bad)
     (tmp_path / "junk.pt").write_bytes(b"junk")
+    old = tmp_path / "v1.pt"
+    torch.save({"format": FORMAT, "version": 1, "model": {"name": "fetchlike"}}, old)
     for f, fault in (
         (bad, "not a cudalab radio classifier"),
         (tmp_path / "junk.pt", "not a classifier file"),
+        (old, "classifier file version 1; this cudalab reads version 2"),
     ):
         with pytest.raises(ValueError, match=fault):
             load_classifier(f)

@@ -27,7 +27,7 @@ from cudalab.radio.classify.augment import (
     narrowband_pattern,
     time_shift,
 )
-from cudalab.radio.classify.data import load_planes, planes, read_cutout
+from cudalab.radio.classify.data import load_planes, normalise, planes, read_cutout
 from cudalab.radio.classify.losses import (
     average_precision,
     class_balanced_weights,
@@ -35,7 +35,7 @@ from cudalab.radio.classify.losses import (
     roc_auc,
     weighted_bce,
 )
-from cudalab.radio.classify.models import MODELS, build_model
+from cudalab.radio.classify.models import MODELS, STRETCH_KNEE, build_model, stretch
 
 S = 64
 
@@ -110,13 +110,17 @@ def test_injected_rfi_lies_where_it_is_drawn_and_dedisperses_consistently() -> N
     frac = geo.sweep_fraction(S)[0]  # of each row's centre: the top row's is just above 0
     sweep = float(geo.dm[0] * geo.px_per_dm[0] * (frac[-1] - frac[0]))
     checked = 0
+    widths = set()
     for p in imp:
         t_top = (p[0] * torch.arange(S)).sum() / p[0].sum()
-        if t_top >= sweep + 2:  # the whole track inside the image
+        width = float(p[0].sum()) / 3.0  # the top row, shifted by a fraction of a pixel, interpolated
+        if t_top >= sweep + 2 and p[0, -1] == 0:  # the whole track inside the image
+            assert 1 - 1e-4 <= width <= S // 8 + 1e-4
+            widths.add(round(width))
             t_bottom = (p[-1] * torch.arange(S)).sum() / p[-1].sum()
             assert float(t_top - t_bottom) == pytest.approx(sweep, abs=0.05)
             checked += 1
-    assert checked >= 10
+    assert checked >= 10 and len(widths) >= 4  # wide and narrow impulses
 
 
 def test_time_shift_moves_both_planes_and_leaves_zeros_behind() -> None:
@@ -185,13 +189,49 @@ def test_ranking_metrics_against_brute_force() -> None:
     assert average_precision(s, y) == pytest.approx(ap)
 
 
+def test_normalise_keeps_the_noise_at_one_unit_beside_a_bright_interference() -> None:
+    rng = np.random.default_rng(3)
+    image = rng.normal(10.0, 4.0, size=(S, S)).astype(np.float32)
+    image[:, S // 2] += 4.0 * 5  # a burst: a column 5 sigma per pixel
+    image[:, 5:7] += 4.0 * 1000  # a broadband impulse 1000 sigma per pixel
+    z = normalise(image)
+    quiet = np.delete(z, [5, 6, S // 2], axis=1)
+    # the 3 bright columns of 64 (a share e = 3 / 64) lift the median by Phi^-1(0.5 + e / 2) = 0.06
+    # sigma and the median absolute deviation by Phi^-1(0.5 + 0.25 / (1 - e)) / 0.6745 = 1.06 x
+    assert float(np.median(quiet)) == pytest.approx(-0.06, abs=0.05)
+    assert quiet.std() == pytest.approx(1 / 1.06, abs=0.03)
+    # the burst: (5 + 0.06) / 1.06 units, its mean over 64 pixels known to 0.125 (3 sigma allowed)
+    assert float(z[:, S // 2].mean()) == pytest.approx(5.06 / 1.06, abs=0.4)
+    # the plain standard deviation would have made the burst a tenth of a unit
+    assert float(((image - np.median(image)) / image.std())[:, S // 2].mean()) < 0.05
+    # more than half the pixels equal (1-bit data): the standard deviation; a flat image: zeros
+    bits = (rng.random((S, S)) < 0.2).astype(np.float32)
+    assert normalise(bits).std() == pytest.approx(1.0, abs=1e-5)
+    assert np.array_equal(normalise(np.full((S, S), 3.0, dtype=np.float32)), np.zeros((S, S), np.float32))
+
+
+def test_the_stretch_is_linear_near_the_noise_and_compresses_far_above() -> None:
+    x = torch.linspace(-2000.0, 2000.0, 40001)
+    y = stretch(x)
+    assert torch.all(torch.diff(y) > 0) and torch.allclose(stretch(-x), -y)
+    near = x.abs() <= 1.0
+    assert torch.allclose(y[near], x[near], rtol=0.01, atol=1e-6)  # within 1 % up to a unit of noise
+    far = x > 50 * STRETCH_KNEE
+    assert torch.allclose(y[far], STRETCH_KNEE * torch.log(2 * x[far] / STRETCH_KNEE), rtol=1e-4)
+    # a 1000-sigma impulse beside a 40-sigma burst: 40x as bright in, under 3x out
+    assert float(stretch(torch.tensor(1000.0)) / stretch(torch.tensor(40.0))) < 3.0
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_each_model_scores_both_planes(name: str) -> None:
     if name == "mobilenet":
         pytest.importorskip("torchvision")
     model = build_model(name).eval()
+    x = torch.randn(3, 2, S, S)
+    x[:, :, :, 7] += 1000.0
     with torch.no_grad():
-        out = model(torch.randn(3, 2, S, S))
+        out = model(x)
+        assert torch.equal(out, model.logits(stretch(x)))  # every model stretches its input first
     assert out.shape == (3,) and torch.isfinite(out).all()
 
 
@@ -237,7 +277,8 @@ def test_yours_and_ours_read_the_same_way_round_at_any_size(tmp_path: Path) -> N
     assert int(x[0].mean(axis=0).argmax()) == S // 10  # time on the last axis
     assert x[1, -S // 4 :].mean() > 1.0 > x[1, : S // 2].mean()
     for plane in x:
-        assert abs(float(np.median(plane))) < 0.05 and float(plane.std()) == pytest.approx(1.0, rel=1e-3)
+        robust_sigma = 1.4826 * float(np.median(np.abs(plane - np.median(plane))))
+        assert abs(float(np.median(plane))) < 0.05 and robust_sigma == pytest.approx(1.0, rel=1e-3)
     # the same images written frequency-first (as some tools do) read back identically
     with h5py.File(tmp_path / "transposed.h5", "w") as f:
         d = f.create_dataset("data_freq_time", data=ft.T.astype(np.float32))

@@ -10,7 +10,7 @@ wrong DM" and "RFI in these channels" into pixels. Each augmentation is physical
 - **DM drift** (the cutout made at a DM off by dDM): frequency row ``r`` slides in time by
   ``sweep x (f_r^-2 - f_top^-2) / (f_bottom^-2 - f_top^-2)`` pixels, ``sweep`` the offset's delay
   across the band, and the DM-time image slides by dDM in rows;
-- **RFI** (a narrowband impulse, or a broadband one that is not dispersed) drawn in the
+- **RFI** (a narrowband impulse, or a broadband one that is not dispersed, 1 to S/8 pixels wide) drawn in the
   frequency-time plane and added to the DM-time plane as its own dedispersion at each row's DM
   (relative to the cutout's), so the two planes stay one observation;
 - **time shift** (the candidate off-centre): both planes roll in time, the vacated pixels 0 (the
@@ -130,12 +130,14 @@ def narrowband_pattern(
 def impulse_pattern(
     geo: Geometry, s: int, g: torch.Generator, device: torch.device, amplitude: torch.Tensor
 ) -> torch.Tensor:
-    """A broadband impulse that is not dispersed, one pixel wide, seen at the cutout's DM: it arrives
-    early in the lower rows by their share of the cutout DM's sweep."""
+    """A broadband impulse that is not dispersed, 1 to ``s / 8`` pixels wide, seen at the cutout's DM:
+    it arrives early in the lower rows by their share of the cutout DM's sweep."""
     b = geo.dm.shape[0]
-    line = torch.zeros(b, s, s, device=device)
     t0 = torch.randint(0, s, (b,), generator=g, device=device)
-    line[torch.arange(b, device=device), :, t0] = amplitude[:, None]
+    width = torch.randint(1, max(1, s // 8) + 1, (b,), generator=g, device=device)
+    cols = torch.arange(s, device=device)
+    on = (cols >= t0[:, None]) & (cols < (t0 + width)[:, None])  # (B, T)
+    line = (on.float() * amplitude[:, None])[:, None, :].expand(b, s, s).contiguous()
     sweep = geo.dm * geo.px_per_dm
     return shift_rows(line, -sweep[:, None] * geo.sweep_fraction(s))
 
@@ -169,6 +171,9 @@ class AugmentConfig:
     """DM errors that sweep up to this many pixels across the band (a pulse is ~2 pixels wide)."""
     rfi_p: float = 0.2
     rfi_amplitude_max: float = 4.0
+    """Per pixel, in noise units, drawn log-uniform from 1. Up to 100 (impulses as bright as the
+    thousand-sigma one beside a missed test burst) was tried on the 400-observation set: val AP
+    0.9965 against 0.9971, the test figures the same within noise, and that burst missed by both."""
     shift_p: float = 0.3
     shift_max_px: int = 4
     mask_p: float = 0.2
@@ -204,7 +209,7 @@ def augment(x: torch.Tensor, geo: Geometry, cfg: AugmentConfig, g: torch.Generat
     sel = pick(cfg.rfi_p)
     if sel.any():
         n = int(sel.sum())
-        amp = uniform(1.0, cfg.rfi_amplitude_max)[sel]
+        amp = torch.exp(uniform(0.0, math.log(max(cfg.rfi_amplitude_max, 1.0))))[sel]
         sub = geo.index(sel)
         broadband = torch.rand(n, generator=g, device=dev) < 0.5
         pattern = torch.where(

@@ -5,9 +5,11 @@ A FETCH file holds ``data_freq_time`` (time x frequency, as ``your``'s ``Candida
 frequency x time is read that way round) and ``data_dm_time`` (DM x time), of any size (256 x 256 as
 ``your_candmaker`` resizes them, or the native size when it does not). Both are resampled to ``size``
 pixels a side (block means where the size divides, as the cutouts are decimated), and each is
-normalised again (minus its median, over its standard deviation), so that a pixel reads as
-signal-to-noise whatever the file's scaling: ``your_candmaker`` writes normalised float32 or raw
-data, we write float32 or float16.
+normalised again (minus its median, over the noise's robust standard deviation: :func:`normalise`),
+so that a pixel reads as signal-to-noise whatever the file's scaling and whatever bright interference
+shares the window: ``your_candmaker`` writes normalised float32 or raw data, we write float32 or
+float16. The models compress what lies far above the noise themselves
+(:func:`~cudalab.radio.classify.models.stretch`), after the augmentations, which need linear units.
 
 The stacked input is ``(2, size, size)``: plane 0 is frequency x time (highest frequency first, as the
 files hold it), plane 1 is DM x time (DM 0 first); both share the time axis, the candidate in the
@@ -85,9 +87,19 @@ def _plain(v: Any) -> Any:
 
 
 def normalise(image: NDArray[np.float32]) -> NDArray[np.float32]:
-    """Minus the median, over the standard deviation (0 where the image is flat)."""
-    std = float(image.std())
-    return ((image - np.median(image)) / (std if std > 0 else 1.0)).astype(np.float32)
+    """Minus the median, over the noise's robust standard deviation: 1.4826 x the median absolute
+    deviation (the standard deviation where over half the pixels share one value; 1 where the image
+    is flat).
+
+    Robust, not the plain standard deviation (FETCH's and ``your_candmaker``'s): a bright
+    interference in the window (a broadband impulse of S/N 1000 beside a burst) would set the scale
+    and flatten the burst to a tenth of a unit; the robust scale keeps the noise at one unit whatever
+    else the image holds."""
+    med = float(np.median(image))
+    scale = 1.4826 * float(np.median(np.abs(image - med)))
+    if not scale > 0:
+        scale = float(image.std())
+    return ((image - med) / (scale if scale > 0 else 1.0)).astype(np.float32)
 
 
 def planes(freq_time: NDArray[Any], dm_time: NDArray[Any], size: int = INPUT_SIZE) -> NDArray[np.float32]:

@@ -1,5 +1,12 @@
 """The candidate classifiers: each maps ``(B, 2, S, S)`` planes to one logit per candidate (real: > 0).
 
+Every model first passes its input through :func:`stretch`, the asinh stretch astronomers display
+images with (Lupton, Gunn & Szalay 1999): linear within a few units of the noise, logarithmic above,
+so a broadband impulse of S/N 1000 in a candidate's window reads about 2.5x, not 40x, as bright as a
+burst of S/N 40 beside it, and the network sees the burst. It sits in the model, not the data
+pipeline, because the augmentations (added noise, injected RFI) need the planes' linear units, and so
+that whatever runs a model (training, validation, scoring) runs the stretch.
+
 - :class:`FetchLike`: FETCH's idea (Agarwal et al. 2020: one network per plane, features
   concatenated, a small dense head) with a compact convolutional branch per plane instead of
   ImageNet-sized DenseNet/Xception backbones, which a CPU cannot train in minutes;
@@ -17,6 +24,25 @@ from torch import nn
 
 ModelName = Literal["fetchlike", "mobilenet", "cnn_bilstm"]
 MODELS: tuple[ModelName, ...] = ("fetchlike", "mobilenet", "cnn_bilstm")
+
+
+#: The stretch's knee, in units of the planes' (robust) noise: linear below, logarithmic above.
+STRETCH_KNEE = 5.0
+
+
+def stretch(x: torch.Tensor) -> torch.Tensor:
+    """``knee * asinh(x / knee)``: the identity near 0, ``knee * ln(2 x / knee)`` far above the knee."""
+    return STRETCH_KNEE * torch.asinh(x / STRETCH_KNEE)
+
+
+class _PlaneModel(nn.Module):
+    """A classifier of stretched planes: subclasses define :meth:`logits` of the stretched input."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits(stretch(x))
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
 
 def _conv(cin: int, cout: int, pool: tuple[int, int] | int = 2) -> nn.Sequential:
@@ -46,7 +72,7 @@ class _Branch(nn.Module):
         return torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
 
 
-class FetchLike(nn.Module):
+class FetchLike(_PlaneModel):
     """Two branches (frequency-time, DM-time), concatenated, a dense head: one logit."""
 
     def __init__(self, width: int = 16, dropout: float = 0.3) -> None:
@@ -57,11 +83,11 @@ class FetchLike(nn.Module):
             nn.Dropout(dropout), nn.Linear(n, 64), nn.ReLU(inplace=True), nn.Linear(64, 1)
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(torch.cat([self.ft(x[:, :1]), self.dmt(x[:, 1:])], dim=1)).squeeze(1)
 
 
-class CnnBiLstm(nn.Module):
+class CnnBiLstm(_PlaneModel):
     """Frequency-time only: convolutions pool the frequency axis (not time), a BiLSTM reads the
     ``(time, features)`` sequence, max over time, one logit."""
 
@@ -73,13 +99,13 @@ class CnnBiLstm(nn.Module):
         self.lstm = nn.LSTM(2 * width, hidden, batch_first=True, bidirectional=True)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * hidden, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv(x[:, :1]).mean(dim=2)  # (B, C, T): the band pooled
         seq, _ = self.lstm(h.transpose(1, 2))  # (B, T, 2 hidden)
         return self.head(seq.amax(dim=1)).squeeze(1)
 
 
-class _MobileNet(nn.Module):
+class _MobileNet(_PlaneModel):
     def __init__(self, dropout: float) -> None:
         super().__init__()
         try:
@@ -91,7 +117,7 @@ class _MobileNet(nn.Module):
         net.features[0][0] = nn.Conv2d(2, stem.out_channels, 3, stride=2, padding=1, bias=False)
         self.net = net
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(1)
 
 

@@ -30,6 +30,10 @@ from cudalab.radio.classify.data import planes, read_cutout
 from cudalab.radio.classify.models import build_model
 
 FORMAT = "cudalab-radio-classifier"
+#: The file version this code writes and reads. Version 2: planes normalised by the robust noise and
+#: stretched in the model (:mod:`~cudalab.radio.classify.models`); a version 1 model learnt planes
+#: scaled by their plain standard deviation, unstretched, and would score the new ones wrongly.
+VERSION = 2
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "fetchlike.pt"
 #: Threshold rule: keep this share of the validation split's real candidates of S/N >= 7.
@@ -88,6 +92,11 @@ def load_classifier(path: str | Path | None = None, device: str | torch.device =
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ValueError(
             f"{p}: not a cudalab radio classifier (format {blob.get('format') if isinstance(blob, dict) else None!r})"
+        )
+    if blob.get("version") != VERSION:
+        raise ValueError(
+            f"{p}: classifier file version {blob.get('version')!r}; this cudalab reads version {VERSION} "
+            "(its input scaling changed: train the model again)"
         )
     m = blob["model"]
     model = build_model(m["name"], int(m["width"]), float(m["dropout"]))
@@ -263,7 +272,7 @@ def save_classifier(
     ``name``, ``width``, ``dropout``), input ``size``, ``threshold`` and ``card``."""
     blob = {
         "format": FORMAT,
-        "version": 1,
+        "version": VERSION,
         "model": {"name": shape.name, "width": shape.width, "dropout": shape.dropout},
         "size": size,
         "threshold": threshold,
