@@ -77,7 +77,9 @@ def robust_location_scale(y: torch.Tensor, iterations: int = 2) -> tuple[torch.T
     """
     med = row_median(y)
     scale = row_median((y - med).abs()) * MAD_TO_STD
-    scale = torch.where(scale > 0, scale, y.std(dim=1, keepdim=True)).clamp_min(1e-12)
+    if not bool((scale > 0).all()):  # (the standard deviation only where needed: it costs a pass)
+        scale = torch.where(scale > 0, scale, y.std(dim=1, keepdim=True))
+    scale = scale.clamp_min(1e-12)
     centre = med
     for _ in range(iterations):
         d = y - centre

@@ -221,7 +221,8 @@ def _persistence_labels(
         parent[v] = home
         # the clusters it touches, highest peak first: a bump of a home merges into the eldest of
         # them, whatever order the graph lists the friends in
-        for r0 in sorted({find(u) for u in brighter}, key=rank_l.__getitem__):
+        # (each friend's root is its parent's: finding the few distinct parents is enough)
+        for r0 in sorted({find(p) for p in {parent[u] for u in brighter}}, key=rank_l.__getitem__):
             r = find(r0)
             if r == home:
                 continue
