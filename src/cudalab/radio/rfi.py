@@ -50,7 +50,8 @@ CLIP_STD_FACTOR = math.sqrt(
 def row_median(y: torch.Tensor) -> torch.Tensor:
     """Each row's median of ``(rows, n)`` as ``(rows, 1)``, the lower of the middle two for even ``n``
     (torch's convention; NaN for a row holding one). On the CPU by selection (numpy's introselect,
-    linear time), which is twice as fast as torch's sort-based median there; elsewhere torch's."""
+    linear time): as fast as torch's median on idle cores and 2-3x faster beside busy processes (64 x
+    5,000 samples: 2.0 against 6.1 ms, two busy processes on two cores); elsewhere torch's."""
     if y.device.type != "cpu" or y.dtype not in (torch.float32, torch.float64) or y.shape[1] == 0:
         return y.median(dim=1, keepdim=True).values
     a = y.detach().numpy()
