@@ -533,7 +533,7 @@ def simulate(
             fh.write(pending.popleft().result())
         if progress is not None:
             progress(nsamples, nsamples)
-    dead = np.flatnonzero(bg_std <= 0) if bg_std is not None else ()
+    dead = np.flatnonzero(bg_std <= 0).tolist() if bg_std is not None else []
     truth = truth_table(cfg, header.with_(path=str(out)), pulses, kinds, dead)
     atomic_write_json(out.with_suffix(".truth.json"), truth)
     atomic_write_text(out.with_suffix(".truth.csv"), _truth_csv(truth))
