@@ -2,7 +2,7 @@
 
 Every model first passes its input through :func:`stretch`, the asinh stretch astronomers display
 images with (Lupton, Gunn & Szalay 1999): linear within a few units of the noise, logarithmic above,
-so a broadband impulse of S/N 1000 in a candidate's window reads about 2.5x, not 40x, as bright as a
+so a broadband impulse of S/N 1000 in a candidate's window reads about 2x, not 25x, as bright as a
 burst of S/N 40 beside it, and the network sees the burst. It sits in the model, not the data
 pipeline, because the augmentations (added noise, injected RFI) need the planes' linear units, and so
 that whatever runs a model (training, validation, scoring) runs the stretch.
