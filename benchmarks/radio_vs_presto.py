@@ -206,7 +206,7 @@ def main() -> int:
             f"PRESTO is not installed in {args.presto}: build it with scripts/build_presto.sh SRC {args.presto}"
         )
         return 0
-    tutorial = args.data / "radio" / "tutorial.fil"
+    tutorial = args.data.resolve() / "radio" / "tutorial.fil"  # PRESTO's tools run in a work folder
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="cudalab-vs-presto-") as tmp:
         work = Path(tmp)
