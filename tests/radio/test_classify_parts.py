@@ -302,3 +302,11 @@ def test_bad_cutout_files_are_refused_by_name(tmp_path: Path, capsys: pytest.Cap
         assert main(["radio", "classify", str(tmp_path / name), "--device", "cpu"]) == ExitCode.USAGE
         err = capsys.readouterr().err
         assert name in err and fault in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_augment_ranges_are_checked() -> None:
+    with pytest.raises(ValueError, match="rfi_amplitude_max must be >= 1"):
+        AugmentConfig(rfi_amplitude_max=0.5)
+    with pytest.raises(ValueError, match="augment ranges must be >= 0"):
+        AugmentConfig(noise_sigma_max=-1.0)
+    AugmentConfig(rfi_amplitude_max=1.0)  # every impulse at 1 sigma a pixel

@@ -205,15 +205,36 @@ def test_a_burst_on_a_real_background_has_the_stated_snr(
 
     cfg = SimConfig(background=str(shared_data / "radio" / background), duration_s=2.0, seed=4,
                     bursts=(Burst(time_s=0.5, dm=40.0, snr=20.0, width_s=2e-3),))  # fmt: skip
-    truth = simulate(cfg, tmp_path / "b.fil")
-    # the truth names the background's channels without noise: exactly those constant in the file
-    from cudalab.radio.io.observation import open_observation
-
-    probe = open_observation(cfg.background).read(0, 4096)
-    assert truth["dead_channels"] == np.flatnonzero(probe.max(axis=1) == probe.min(axis=1)).tolist()
+    simulate(cfg, tmp_path / "b.fil")
     r = search_file(tmp_path / "b.fil", SearchConfig(dm_max=100.0, device="cpu"))
     (found,) = [c for c in r.candidates if abs(c.dm - 40.0) < 3 and abs(c.time_s - 0.5) < 0.01]
     assert 20.0 * 0.8 < found.snr < 20.0 * 1.25, found.snr  # the backgrounds' own interference aside
+
+
+def test_dead_channels_of_a_background_get_no_signal_and_are_named_in_the_truth(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    """None of the shared backgrounds has a dead channel, so one is made: the Parkes 8-bit file with a
+    block of channels and every 7th held constant. The burst leaves them constant, the truth names
+    them, and the stated S/N (counted over the live channels) is what the search finds."""
+    from cudalab.radio.io.observation import open_observation
+    from cudalab.radio.io.sigproc import write_sigproc
+    from cudalab.radio.pipeline.search import SearchConfig, search_file
+
+    src = open_observation(shared_data / "radio" / "parkes_8bit_1.fil")
+    data = src.read(0, src.header.nsamples)
+    dead = sorted({*range(300, 400), *range(0, data.shape[0], 7)})
+    data[dead] = 128
+    bg = write_sigproc(tmp_path / "bg.fil", src.header, data)
+    cfg = SimConfig(background=str(bg), duration_s=2.0, seed=4,
+                    bursts=(Burst(time_s=0.5, dm=40.0, snr=20.0, width_s=2e-3),))  # fmt: skip
+    truth = simulate(cfg, tmp_path / "b.fil")
+    assert truth["dead_channels"] == dead
+    out = open_observation(tmp_path / "b.fil").read(0, 2000)
+    assert np.all(out[dead] == 128)  # no signal where there is no noise
+    r = search_file(tmp_path / "b.fil", SearchConfig(dm_max=100.0, device="cpu"))
+    (found,) = [c for c in r.candidates if abs(c.dm - 40.0) < 3 and abs(c.time_s - 0.5) < 0.01]
+    assert 20.0 * 0.8 < found.snr < 20.0 * 1.25, found.snr
 
 
 def test_a_truth_tables_dead_channels_are_checked(tmp_path: Path) -> None:

@@ -78,8 +78,11 @@ def robust_location_scale(y: torch.Tensor, iterations: int = 2) -> tuple[torch.T
     """
     med = row_median(y)
     scale = row_median((y - med).abs()) * MAD_TO_STD
-    if not bool((scale > 0).all()):  # (the standard deviation only where needed: it costs a pass)
-        scale = torch.where(scale > 0, scale, y.std(dim=1, keepdim=True))
+    # the standard deviation only where the MAD is 0: on the CPU only when a row needs it (it costs a
+    # pass); on a GPU always, since asking whether one does would wait for the device
+    flat = scale <= 0
+    if y.device.type != "cpu" or bool(flat.any()):
+        scale = torch.where(flat, y.std(dim=1, keepdim=True), scale)
     scale = scale.clamp_min(1e-12)
     centre = med
     for _ in range(iterations):

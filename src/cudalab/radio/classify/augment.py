@@ -184,8 +184,10 @@ class AugmentConfig:
         for name in ("noise_p", "drift_p", "rfi_p", "shift_p", "mask_p", "mask_max_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"augment.{name} must lie in [0, 1]")
-        if min(self.noise_sigma_max, self.drift_max_px, self.rfi_amplitude_max, self.shift_max_px) < 0:
+        if min(self.noise_sigma_max, self.drift_max_px, self.shift_max_px) < 0:
             raise ValueError("augment ranges must be >= 0")
+        if self.rfi_amplitude_max < 1:
+            raise ValueError("augment.rfi_amplitude_max must be >= 1 (amplitudes are drawn from 1 up)")
 
 
 def augment(x: torch.Tensor, geo: Geometry, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
@@ -209,7 +211,7 @@ def augment(x: torch.Tensor, geo: Geometry, cfg: AugmentConfig, g: torch.Generat
     sel = pick(cfg.rfi_p)
     if sel.any():
         n = int(sel.sum())
-        amp = torch.exp(uniform(0.0, math.log(max(cfg.rfi_amplitude_max, 1.0))))[sel]
+        amp = torch.exp(uniform(0.0, math.log(cfg.rfi_amplitude_max)))[sel]
         sub = geo.index(sel)
         broadband = torch.rand(n, generator=g, device=dev) < 0.5
         pattern = torch.where(

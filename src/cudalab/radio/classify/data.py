@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from cudalab.radio.rfi import MAD_TO_STD
 from cudalab.radio.single_pulse.cutouts import resize_axis
 
 #: The classifier's default input size (pixels a side of each plane).
@@ -96,7 +97,7 @@ def normalise(image: NDArray[np.float32]) -> NDArray[np.float32]:
     and flatten the burst to a tenth of a unit; the robust scale keeps the noise at one unit whatever
     else the image holds."""
     med = float(np.median(image))
-    scale = 1.4826 * float(np.median(np.abs(image - med)))
+    scale = MAD_TO_STD * float(np.median(np.abs(image - med)))
     if not scale > 0:
         scale = float(image.std())
     return ((image - med) / (scale if scale > 0 else 1.0)).astype(np.float32)
