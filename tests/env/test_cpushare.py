@@ -51,6 +51,34 @@ def test_threads_follow_the_measured_load(monkeypatch: pytest.MonkeyPatch) -> No
     assert share.history == [4, 2, 1, 1, 4, 4]
 
 
+def test_the_probe_waits_only_what_the_interval_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Work done since the share was made counts towards the interval (its own CPU time is left
+    out): a probe 0.07 s later waits 0.03 s, one after 0.2 s not at all, and both measure."""
+    clock = {"wall": 0.0, "busy": 0.0, "own": 0.0}
+    slept: list[float] = []
+
+    def sleep(s: float) -> None:
+        slept.append(round(s, 6))
+        clock["wall"] += s
+        clock["busy"] += 2.0 * s  # two other processes busy throughout
+
+    monkeypatch.setattr(cpushare, "_cpus", lambda: [0, 1])
+    monkeypatch.setattr(cpushare.time, "monotonic", lambda: clock["wall"])
+    monkeypatch.setattr(cpushare.time, "process_time", lambda: clock["own"])
+    monkeypatch.setattr(cpushare.time, "sleep", sleep)
+    monkeypatch.setattr(cpushare, "busy_seconds", lambda cpus: clock["busy"])
+    with CpuShare(max_threads=2) as share:
+        clock["wall"] += 0.07  # planning: this process busy, the two others too
+        clock["own"] += 0.07
+        clock["busy"] += 0.07 + 2 * 0.07
+        assert share.probe() == 1 and slept == [0.03]
+    with CpuShare(max_threads=2) as share:
+        clock["wall"] += 0.2
+        clock["own"] += 0.2
+        clock["busy"] += 0.2  # only this process: both cores free
+        assert share.probe() == 2 and slept == [0.03]
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/stat")
 def test_a_busy_machine_gets_one_thread() -> None:
     ncpu = len(os.sched_getaffinity(0))

@@ -99,12 +99,15 @@ class CpuShare:
         return self.threads
 
     def probe(self, seconds: float = MIN_INTERVAL_S) -> int:
-        """Measure for ``seconds`` while this process waits (the load before any work), then update;
-        at once when there is no choice to make (one thread at most)."""
+        """Measure over at least ``seconds`` since the last measurement (or since this object was
+        made), waiting for what is left of them, then update; at once when there is no choice to make
+        (one thread at most). What this process did in the interval (opening a file, planning) is
+        its own CPU time, which the measurement leaves out, so only the remainder is waited."""
         if self.max_threads <= 1:
             return self.update()
-        self._last = self._sample()
-        time.sleep(seconds)
+        wait = seconds - (time.monotonic() - self._last[0])
+        if wait > 0:
+            time.sleep(wait)
         return self.update()
 
     def __enter__(self) -> CpuShare:

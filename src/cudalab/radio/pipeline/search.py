@@ -42,7 +42,14 @@ from cudalab.radio.pipeline.memory import (
 from cudalab.radio.rfi import RfiConfig, clean_block
 from cudalab.radio.single_pulse.candidates import Candidate, dm_error
 from cudalab.radio.single_pulse.cluster import cap_giants, cluster_giants
-from cudalab.radio.single_pulse.refine import FINE_TRIALS, refine_dm, sweep_dm
+from cudalab.radio.single_pulse.refine import (
+    FINE_TRIALS,
+    CleanSpan,
+    refine_dm,
+    refine_window,
+    sweep_dm,
+    sweep_window,
+)
 from cudalab.radio.single_pulse.search import Giants, boxcar_widths, search_series
 
 Progress = Callable[[str, int, int], None]
@@ -179,6 +186,9 @@ ZERO_DM_MAX_LOSS = 0.1
 #: trials) and this much noise; beyond, the refinement measured something else and is not used.
 REFINE_SNR_SLACK = 2.0
 
+#: The most data (bytes, as float32) read and cleaned at once to refine the candidates within them.
+REFINE_SPAN_BYTES = 64 << 20
+
 #: The largest DM ``dm_max_auto`` chooses, whatever the file's length: beyond every DM measured yet
 #: (FRB 20220610A's 1458 and the Galactic-plane pulsars' ~1700 among the highest) with room to spare.
 AUTO_DM_CAP = 10_000.0
@@ -288,19 +298,36 @@ def search_plan(h: Header, cfg: SearchConfig) -> DedispersionPlan:
     )
 
 
-def refine_candidate(
-    c: Candidate,
-    obs: Observation,
-    plan: DedispersionPlan,
-    widths: list[int],
-    cfg: SearchConfig,
-    rfi: RfiConfig,
-    device: torch.device,
-) -> Candidate:
-    """``c`` with its DM, DM error and S/N measured again from the data between its neighbouring trials
-    (:func:`refine_dm`; for a pulse wide against the sweep, :func:`sweep_dm`), or ``c`` itself when the
-    measurement caught another signal."""
-    h = obs.header
+@dataclass(frozen=True)
+class RefineSetup:
+    """How one candidate is refined (:func:`refine_candidate`), worked out before any data are read.
+
+    Attributes
+    ----------
+    dm_lo, dm_hi
+        The neighbouring grid trials' DMs: the interval searched at fine steps.
+    rfi
+        The cleaning: the search's, without zero-DM for a trial searched without it, or for a pulse
+        wide enough for zero-DM to take a sizeable part of it.
+    sweep_slack
+        How far from the S/N peak the arrival-time fit (:func:`sweep_dm`) may move the DM; None where
+        the pulse is narrow enough for the S/N peak alone.
+    start, stop
+        The file samples both measurements read: their windows' union.
+    """
+
+    dm_lo: float
+    dm_hi: float
+    rfi: RfiConfig
+    sweep_slack: float | None
+    start: int
+    stop: int
+
+
+def refine_setup(
+    c: Candidate, h: Header, plan: DedispersionPlan, widths: list[int], cfg: SearchConfig, rfi: RfiConfig
+) -> RefineSetup:
+    """The :class:`RefineSetup` of candidate ``c``."""
     sweep_per_dm = sweep_s_per_dm(h, cfg.k_dm)
     j = c.dm_index
     lo, hi = float(plan.dms[max(j - 1, 0)]), float(plan.dms[min(j + 1, len(plan.dms) - 1)])
@@ -310,28 +337,93 @@ def refine_candidate(
     wide = c.width_s > ZERO_DM_MAX_LOSS * max(c.dm_trial, lo) * sweep_per_dm
     spared = hi * sweep_per_dm < rfi.zero_dm_min_sweep_s
     rfi_c = replace(rfi, zero_dm=False) if spared or wide else rfi
-    # the S/N is measured again at the refined DM: the grid's trials lose up to 1 - 1/tolerance
+    # A pulse smears by its own width at a DM error of width / sweep: beyond the neighbouring trials,
+    # its S/N is flat between them, and the arrival times across the band tell the DM.
+    smear_dm = c.width_s / sweep_per_dm if sweep_per_dm > 0 else 0.0
+    slack = max(hi - lo, smear_dm) if smear_dm > (hi - lo) / 2 else None
+    start, count = refine_window(
+        h, c.sample, c.width_samples, lo, hi, k_dm=cfg.k_dm, widths=_near_widths(c, widths)
+    )
+    stop = start + count
+    if slack is not None:  # the fit starts from a DM in [lo, hi]: hi's window holds the others
+        s0, n0 = sweep_window(h, c.sample, c.width_samples, hi, slack_dm=slack, k_dm=cfg.k_dm)
+        start, stop = min(start, s0), max(stop, s0 + n0)
+    return RefineSetup(lo, hi, rfi_c, slack, start, stop)
+
+
+def _near_widths(c: Candidate, widths: list[int]) -> tuple[int, ...]:
+    """The candidate's boxcar width and its neighbours in the search's list."""
     k = widths.index(c.width_samples) if c.width_samples in widths else 0
+    return tuple(widths[max(k - 1, 0) : k + 2])
+
+
+def refine_candidate(
+    c: Candidate,
+    obs: Observation,
+    plan: DedispersionPlan,
+    widths: list[int],
+    cfg: SearchConfig,
+    rfi: RfiConfig,
+    device: torch.device,
+    span: CleanSpan | None = None,
+) -> Candidate:
+    """``c`` with its DM, DM error and S/N measured again from the data between its neighbouring trials
+    (:func:`refine_dm`; for a pulse wide against the sweep, :func:`sweep_dm`), or ``c`` itself when the
+    measurement caught another signal.
+
+    ``span``: data cleaned as :func:`refine_setup` says (its ``rfi``) and holding its samples, shared
+    by the candidates near this one; without it, the windows are read and cleaned here.
+    """
+    h = obs.header
+    setup = refine_setup(c, h, plan, widths, cfg, rfi)
+    if span is None or not span.covers(setup.start, setup.stop - setup.start):
+        span = CleanSpan.read(obs, setup.start, setup.stop - setup.start, setup.rfi, device)
+    lo, hi = setup.dm_lo, setup.dm_hi
+    # the S/N is measured again at the refined DM: the grid's trials lose up to 1 - 1/tolerance
     dm, snr = refine_dm(
-        obs, c.sample, c.width_samples, lo, hi, k_dm=cfg.k_dm, rfi=rfi_c, device=device,
-        widths=tuple(widths[max(k - 1, 0) : k + 2]),
+        obs, c.sample, c.width_samples, lo, hi, k_dm=cfg.k_dm, rfi=setup.rfi, device=device,
+        widths=_near_widths(c, widths), span=span,
     )  # fmt: skip
     if snr > cfg.dm_tolerance * c.snr + REFINE_SNR_SLACK:
         # more than the grid can have lost between trials: the window caught another, brighter signal
         # (a broadband impulse's bow-tie beside a fragment of it), not this candidate's
         return c
+    sweep_per_dm = sweep_s_per_dm(h, cfg.k_dm)
     dm_err = dm_error(snr, c.width_s, sweep_per_dm, (hi - lo) / (FINE_TRIALS - 1))
-    # A pulse smears by its own width at a DM error of width / sweep: beyond the neighbouring trials,
-    # its S/N is flat between them, and the arrival times across the band tell the DM.
-    smear_dm = c.width_s / sweep_per_dm if sweep_per_dm > 0 else 0.0
-    if smear_dm > (hi - lo) / 2:
+    if setup.sweep_slack is not None:
         fit = sweep_dm(
-            obs, c.sample, c.width_samples, dm, c.snr, slack_dm=max(hi - lo, smear_dm),
-            k_dm=cfg.k_dm, rfi=rfi_c, device=device,
+            obs, c.sample, c.width_samples, dm, c.snr, slack_dm=setup.sweep_slack,
+            k_dm=cfg.k_dm, rfi=setup.rfi, device=device, span=span,
         )  # fmt: skip
         if fit is not None:
             dm, dm_err = fit.dm, fit.dm_err
     return replace(c, dm=max(dm, 0.0), dm_err=dm_err, snr=snr)  # a fit's noise may not make a DM negative
+
+
+def refine_spans(setups: list[RefineSetup], max_samples: int) -> list[tuple[RefineSetup, list[int]]]:
+    """Group candidates whose refinement windows overlap, so that each stretch of data is read and
+    cleaned once: ``[(span, indices into setups)]``, the span a :class:`RefineSetup` whose ``start`` and
+    ``stop`` hold its members' windows and whose ``rfi`` they share.
+
+    Windows join a span while they overlap it and it stays within ``max_samples`` (a window longer
+    than that is a span of its own); windows that do not overlap are never joined, so no sample is
+    cleaned that no candidate needs, and no sample is cleaned twice for overlapping windows that fit.
+    """
+    out: list[tuple[RefineSetup, list[int]]] = []
+    order = sorted(range(len(setups)), key=lambda i: (repr(setups[i].rfi), setups[i].start))
+    for i in order:
+        s = setups[i]
+        if out:
+            span, members = out[-1]
+            if (
+                span.rfi == s.rfi
+                and s.start < span.stop
+                and max(span.stop, s.stop) - span.start <= max_samples
+            ):
+                out[-1] = (replace(span, stop=max(span.stop, s.stop)), [*members, i])
+                continue
+        out.append((s, [i]))
+    return out
 
 
 def search_file(path: str | Path, cfg: SearchConfig, progress: Progress | None = None) -> SearchResult:
@@ -546,10 +638,20 @@ def _search_file(
             )
         cands.sort(key=lambda c: -c.snr)
     with clock("refine"):
-        for i, c in enumerate(cands[: 0 if h.is_time_series else cfg.refine]):  # one DM: nothing to refine
-            cands[i] = refine_candidate(c, obs, plan, widths, cfg, rfi, device)
-            if progress is not None:
-                progress("refine DM", i + 1, min(len(cands), cfg.refine))
+        todo = cands[: 0 if h.is_time_series else cfg.refine]  # one DM: nothing to refine
+        setups = [refine_setup(c, h, plan, widths, cfg, rfi) for c in todo]
+        done = 0
+        # each stretch of data around the candidates read and cleaned once, one stretch in memory
+        for span_setup, members in refine_spans(setups, REFINE_SPAN_BYTES // (4 * h.nchans)):
+            span = CleanSpan.read(
+                obs, span_setup.start, span_setup.stop - span_setup.start, span_setup.rfi, device
+            )
+            for i in members:
+                cands[i] = refine_candidate(todo[i], obs, plan, widths, cfg, rfi, device, span=span)
+                done += 1
+                if progress is not None:
+                    progress("refine DM", done, len(todo))
+            del span
         cands.sort(key=lambda c: -c.snr)
     return SearchResult(
         header=h,

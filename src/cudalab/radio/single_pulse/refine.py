@@ -29,12 +29,119 @@ from numpy.typing import NDArray
 
 from cudalab.radio.constants import dispersion_delay_s
 from cudalab.radio.dedispersion.direct import LiveChannels, dedisperse
+from cudalab.radio.io.header import Header
 from cudalab.radio.io.observation import Observation
 from cudalab.radio.rfi import MAD_TO_STD, RfiConfig, clean_block
 from cudalab.radio.single_pulse.search import normalise
 
 #: Trials across the interval between the neighbouring grid DMs.
 FINE_TRIALS = 41
+
+
+@dataclass(frozen=True)
+class CleanSpan:
+    """A stretch of the file read and cleaned once, from which the refinement of every candidate
+    inside it takes its windows (:func:`refine_dm`'s and :func:`sweep_dm`'s).
+
+    A pulsar's single pulses come every period, and the windows of thousands of samples around them
+    overlap: cleaned one by one, the PRESTO tutorial's 60 s were cleaned about twice over to refine
+    its 50 brightest pulses (1.3 s windows, two per pulse).
+
+    Attributes
+    ----------
+    start
+        The file sample of ``data[:, 0]`` (negative, or running past the end, where a window around a
+        candidate near an edge does: those samples are 0, see :meth:`read`).
+    data
+        The cleaned samples ``(nchans, n)`` (:func:`~cudalab.radio.rfi.clean_block`).
+    mask
+        The channels masked, ``(nchans,)``, True = masked.
+    """
+
+    start: int
+    data: torch.Tensor
+    mask: torch.Tensor
+
+    @classmethod
+    def read(
+        cls, obs: Observation, start: int, count: int, rfi: RfiConfig, device: torch.device
+    ) -> CleanSpan:
+        """Samples ``[start, start + count)`` of ``obs``, cleaned with ``rfi`` on ``device``.
+
+        Only the samples inside the file are cleaned; those outside it are 0 (a channel's normalised
+        centre: no signal). Cleaned together with a fill of each channel's median, a span reaching
+        far past a short file's edge would take its channels' statistics from the fill: on 1- and
+        2-bit data (a fill of one level) the first version of these spans measured a burst on a 2 s
+        file at S/N 15 instead of 20.
+        """
+        h = obs.header
+        lo, hi = max(0, start), min(h.nsamples, start + count)
+        data = torch.zeros((h.nchans, count), dtype=torch.float32, device=device)
+        mask = torch.zeros(h.nchans, dtype=torch.bool, device=device)
+        if hi > lo:
+            cleaned = clean_block(torch.from_numpy(obs.read(lo, hi - lo)).to(device), rfi, tsamp_s=h.tsamp_s)
+            data[:, lo - start : hi - start] = cleaned.data
+            mask = cleaned.mask
+        return cls(start, data, mask)
+
+    def covers(self, start: int, count: int) -> bool:
+        """Whether samples ``[start, start + count)`` lie within the span."""
+        return self.start <= start and start + count <= self.start + self.data.shape[1]
+
+    def window(self, start: int, count: int) -> torch.Tensor:
+        """The cleaned samples ``[start, start + count)`` (a view); they must lie within the span."""
+        if not self.covers(start, count):
+            raise ValueError(
+                f"samples [{start}, {start + count}) are outside the span "
+                f"[{self.start}, {self.start + self.data.shape[1]})"
+            )
+        return self.data[:, start - self.start : start - self.start + count]
+
+
+def _span_for(
+    span: CleanSpan | None,
+    obs: Observation,
+    start: int,
+    count: int,
+    rfi: RfiConfig,
+    device: torch.device,
+) -> CleanSpan:
+    """``span`` when it holds ``[start, start + count)``, else that window read and cleaned alone."""
+    if span is not None and span.covers(start, count):
+        return span
+    return CleanSpan.read(obs, start, count, rfi, device)
+
+
+def _refine_geometry(
+    h: Header,
+    width: int,
+    widths: tuple[int, ...],
+    dm_lo: float,
+    dm_hi: float,
+    trials: int,
+    k_dm: float,
+) -> tuple[NDArray[np.float64], NDArray[np.int64], int]:
+    """:func:`refine_dm`'s trial DMs, their delays ``(trials, nchans)`` in samples, and the half-width
+    of its output window (samples either side of the candidate)."""
+    dms = np.linspace(dm_lo, dm_hi, trials)
+    delays = np.rint(dispersion_delay_s(dms[:, None], h.freqs_mhz[None, :], h.fmax_mhz, k_dm) / h.tsamp_s)
+    return dms, delays.astype(np.int64), max(2048, 8 * max((width, *widths)))
+
+
+def refine_window(
+    h: Header,
+    sample: int,
+    width: int,
+    dm_lo: float,
+    dm_hi: float,
+    *,
+    k_dm: float,
+    trials: int = FINE_TRIALS,
+    widths: tuple[int, ...] = (),
+) -> tuple[int, int]:
+    """The samples ``(start, count)`` that :func:`refine_dm` reads, given the same arguments."""
+    _, delays, half = _refine_geometry(h, width, widths, dm_lo, dm_hi, trials, k_dm)
+    return sample - half, 2 * half + int(delays.max())
 
 
 def refine_dm(
@@ -49,29 +156,39 @@ def refine_dm(
     device: torch.device,
     trials: int = FINE_TRIALS,
     widths: tuple[int, ...] = (),
+    span: CleanSpan | None = None,
 ) -> tuple[float, float]:
     """The DM in ``[dm_lo, dm_hi]`` that maximises the boxcar S/N of a pulse at ``sample`` of ``width``
     (or of any of ``widths`` as well: the search's neighbouring widths, so that the S/N measured here
     does not hang on which of two near-equal widths the search's cluster happened to peak at).
 
-    Returns ``(dm, snr)`` with the S/N measured in a window of ``max(4096, 16 width)`` samples.
+    Returns ``(dm, snr)`` with the S/N measured in a window of ``max(4096, 16 width)`` samples. The
+    data come from ``span`` when it holds the window (cleaned with ``rfi``: the caller sees to that),
+    else are read and cleaned here.
     """
     h = obs.header
-    dms = np.linspace(dm_lo, dm_hi, trials)
-    delays = np.rint(dispersion_delay_s(dms[:, None], h.freqs_mhz[None, :], h.fmax_mhz, k_dm) / h.tsamp_s)
-    delays = delays.astype(np.int64)
-    half = max(2048, 8 * max((width, *widths)))
+    dms, delays, half = _refine_geometry(h, width, widths, dm_lo, dm_hi, trials, k_dm)
     nout = 2 * half
-    data = obs.read_padded(sample - half, nout + int(delays.max()))
-    cleaned = clean_block(torch.from_numpy(data).to(device), rfi, tsamp_s=h.tsamp_s)
-    x, mask = cleaned.data, cleaned.mask
-    series = dedisperse(x, torch.from_numpy(delays).to(device), nout, weights=(~mask).float())
-    z = normalise(series, nout)  # one baseline and noise level for the whole window
+    start, count = sample - half, nout + int(delays.max())
+    span = _span_for(span, obs, start, count, rfi, device)
+    series = dedisperse(
+        span.window(start, count),
+        torch.from_numpy(delays).to(device),
+        nout,
+        weights=(~span.mask).float(),
+    )
+    # Only outputs whose every trial reads samples inside the file: outside it the window holds 0,
+    # which has no noise, and would make the noise level (and so the S/N) of a pulse near the file's
+    # edge come out low (high). The boxcars searched around the pulse stay in whatever the file.
+    wmax = max((width, *widths))
+    v0 = min(max(0, -start), max(0, half - wmax // 2 - 2 * wmax - 4))
+    v1 = max(min(nout, h.nsamples - start - int(delays.max())), min(nout, half + 3 * wmax + 5))
+    z = normalise(series[:, v0:v1], v1 - v0)  # one baseline and noise level for the whole window
     csum = torch.nn.functional.pad(torch.cumsum(z.double(), dim=1), (1, 0))
     best = np.full(trials, -np.inf)
     for w in {width, *widths}:
         snr = (csum[:, w:] - csum[:, :-w]) / np.sqrt(w)  # boxcar starting at t
-        centre = half - w // 2
+        centre = half - v0 - w // 2
         lo, hi = max(0, centre - 2 * w - 4), min(snr.shape[1], centre + 2 * w + 5)
         best = np.maximum(best, snr[:, lo:hi].max(dim=1).values.cpu().numpy())  # (trials,)
     i = int(np.argmax(best))
@@ -120,6 +237,26 @@ def _gaussian_smooth(p: NDArray[np.float64], fwhm: float) -> NDArray[np.float64]
     return np.stack([np.convolve(row, k, mode="same") for row in p])
 
 
+def _sweep_geometry(
+    h: Header, width: int, dm: float, slack_dm: float, k_dm: float
+) -> tuple[NDArray[np.float64], int, float]:
+    """:func:`sweep_dm`'s delay per unit DM of each channel (samples), the samples its output window
+    holds before the candidate (half the window), and the largest DM its passes may reach."""
+    freqs = np.asarray(h.freqs_mhz, dtype=np.float64)
+    gain = k_dm * (freqs**-2 - h.fmax_mhz**-2) / h.tsamp_s
+    reach = int(np.ceil(slack_dm * gain.max())) + 2 * width + 4  # the largest lag the slack allows
+    return gain, reach + 8 * max(width, 1) + 64, dm + 2 * slack_dm
+
+
+def sweep_window(
+    h: Header, sample: int, width: int, dm: float, *, slack_dm: float, k_dm: float
+) -> tuple[int, int]:
+    """The samples ``(start, count)`` that :func:`sweep_dm` reads, given the same arguments (the count
+    grows with ``dm``: the window for the largest ``dm`` holds those for every smaller one)."""
+    gain, pre, dm_top = _sweep_geometry(h, width, dm, slack_dm, k_dm)
+    return sample - pre, 2 * pre + int(np.ceil(gain.max() * dm_top)) + 1
+
+
 def sweep_dm(
     obs: Observation,
     sample: int,
@@ -132,6 +269,7 @@ def sweep_dm(
     rfi: RfiConfig,
     device: torch.device,
     iterations: int = 2,
+    span: CleanSpan | None = None,
 ) -> SweepFit | None:
     """Measure a pulse's DM from its arrival time in sub-bands: ``t_k = t_0 + DM x k_dm x f_k^-2``.
 
@@ -144,27 +282,24 @@ def sweep_dm(
     are left out, so are outliers beyond 4 sigma of the first fit. The fit repeats at the new DM
     (``iterations`` times in all), so the channels of each sub-band line up better each time.
 
-    ``slack_dm``: how far from ``dm`` the truth may lie; it sets the lags searched.
+    ``slack_dm``: how far from ``dm`` the truth may lie; it sets the lags searched. The data come from
+    ``span`` when it holds the window (:func:`sweep_window`), else are read and cleaned here.
     Returns None when fewer than three sub-bands time the pulse (a faint or band-limited pulse).
     """
     h = obs.header
     if h.nchans < 6:
         return None
-    freqs = np.asarray(h.freqs_mhz, dtype=np.float64)
     nbands = int(
         np.clip(int((snr / SWEEP_BAND_SNR) ** 2), SWEEP_BANDS[0], min(SWEEP_BANDS[1], h.nchans // 2))
     )
     bounds = np.linspace(0, h.nchans, nbands + 1).astype(np.int64)
-    gain = k_dm * (freqs**-2 - h.fmax_mhz**-2) / h.tsamp_s  # samples of delay per unit DM, per channel
-    reach = int(np.ceil(slack_dm * gain.max())) + 2 * width + 4  # the largest lag the slack allows
-    pre = reach + 8 * max(width, 1) + 64
+    gain, pre, dm_top = _sweep_geometry(h, width, dm, slack_dm, k_dm)
     nout = 2 * pre
-    # One window, read and cleaned once, holds every pass: its delays reach DM + 2 x slack, and a pass
-    # whose DM would leave it ends the refinement there.
-    dm_top = dm + 2 * slack_dm
-    data = obs.read_padded(sample - pre, nout + int(np.ceil(gain.max() * dm_top)) + 1)
-    cleaned = clean_block(torch.from_numpy(data).to(device), rfi, tsamp_s=h.tsamp_s)
-    x, mask = cleaned.data, cleaned.mask
+    # One window, cleaned once, holds every pass: its delays reach DM + 2 x slack, and a pass whose DM
+    # would leave it ends the refinement there.
+    start, count = sample - pre, nout + int(np.ceil(gain.max() * dm_top)) + 1
+    span = _span_for(span, obs, start, count, rfi, device)
+    x, mask = span.window(start, count), span.mask
     live = LiveChannels.of(~mask.cpu().numpy(), h.nchans, device)
     fit: SweepFit | None = None
     for _ in range(iterations):
