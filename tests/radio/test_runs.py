@@ -133,33 +133,36 @@ def test_bad_outputs_and_options_are_refused_before_any_work(
 
 def test_the_demo_finds_what_it_found_before(tmp_path: Path) -> None:
     """The demo's candidates.csv equals the recorded one (tests/golden/), floats to 1e-6 relative
-            (another CPU may round otherwise). Recorded before the run layer (issue 13), which changed no
-            candidate; re-recorded once since (issue 21), when trials near the file's end came to be searched
-            to their own limit, the last block to reach back so as to be as long as the others, and a row's last
-            sliver of samples stopped setting its baseline: the brightest burst's refined DM moved by 0.06 and
-            its S/N by 0.25 (its block's statistics changed), and one DM-0 noise candidate of S/N 6.3 joined
-            the two already there (zero-DM's artefacts, issue 22); and once more when zero-DM came to spare the
-            trials of sweep under 30 ms (benchmarks/radio_zero_dm.py): the DM-0 artefacts left, the pulsar
-            gained pulses, and the broadband impulses appear at DM 0 with a few fragments of their bow-ties
-            at low DM; and once more when the refinement's window, where it leaves the file, came to hold each
-            channel's median instead of zeros: a pulsar pulse 0.31 s from the start moved from DM 26.27 to
-            26.35 (the pulsar's DM is 26.8); and once more (issue 22) for four changes at once: a ``dm_err``
-            column; noise levels from a clipped standard deviation instead of the MAD and baselines from
-            medians of piece means (not quantised); boxcars at sqrt(2) steps and the S/N re-measured at the
-            refined DM (the bursts' S/N up by 0.1-1.4); clusters cut by persistence; the time-frequency mask
-            of narrowband impulses; and, on a CPU, two-stage dedispersion with 32 sub-bands by default for
-            files of 256 channels or more (the demo's 512: 12 s instead of 19 s; candidates matching nothing
-            at DM > 5 from 6 to 4; every burst found, at the same DMs within their errors); and once more
-            when wide pulses (width over sweep > 0.1) came to be refined without zero-DM, as the search's
-            spared trials see them: two of the pulsar's pulses from S/N 9.8 and 3.6 to 12.7 and 6.2 (and the
-            refined candidates' dm_err then taken at their refined S/N); and once more when candidates whose
-        refinement windows overlap came to share one stretch of data cleaned once (the cleaning's
-        statistics from more samples): S/N changed by 0.1 % at most, DMs by 0.04 at most; and the
-    refinement's noise level came to be taken from samples inside the file only: the pulsar pulse 0.31 s
-    from the start, whose window reaches before it, from S/N 8.78 to 7.83 (it had been inflated by the
-    window's noiseless fill). The classifier (issue 15) is off
-            here (its probabilities are a network's, not the search's): the file gained a ``prob`` column,
-            empty (NaN) without it."""
+                (another CPU may round otherwise). Recorded before the run layer (issue 13), which changed no
+                candidate; re-recorded once since (issue 21), when trials near the file's end came to be searched
+                to their own limit, the last block to reach back so as to be as long as the others, and a row's last
+                sliver of samples stopped setting its baseline: the brightest burst's refined DM moved by 0.06 and
+                its S/N by 0.25 (its block's statistics changed), and one DM-0 noise candidate of S/N 6.3 joined
+                the two already there (zero-DM's artefacts, issue 22); and once more when zero-DM came to spare the
+                trials of sweep under 30 ms (benchmarks/radio_zero_dm.py): the DM-0 artefacts left, the pulsar
+                gained pulses, and the broadband impulses appear at DM 0 with a few fragments of their bow-ties
+                at low DM; and once more when the refinement's window, where it leaves the file, came to hold each
+                channel's median instead of zeros: a pulsar pulse 0.31 s from the start moved from DM 26.27 to
+                26.35 (the pulsar's DM is 26.8); and once more (issue 22) for four changes at once: a ``dm_err``
+                column; noise levels from a clipped standard deviation instead of the MAD and baselines from
+                medians of piece means (not quantised); boxcars at sqrt(2) steps and the S/N re-measured at the
+                refined DM (the bursts' S/N up by 0.1-1.4); clusters cut by persistence; the time-frequency mask
+                of narrowband impulses; and, on a CPU, two-stage dedispersion with 32 sub-bands by default for
+                files of 256 channels or more (the demo's 512: 12 s instead of 19 s; candidates matching nothing
+                at DM > 5 from 6 to 4; every burst found, at the same DMs within their errors); and once more
+                when wide pulses (width over sweep > 0.1) came to be refined without zero-DM, as the search's
+                spared trials see them: two of the pulsar's pulses from S/N 9.8 and 3.6 to 12.7 and 6.2 (and the
+                refined candidates' dm_err then taken at their refined S/N); and once more when candidates whose
+            refinement windows overlap came to share one stretch of data cleaned once (the cleaning's
+            statistics from more samples): S/N changed by 0.1 % at most, DMs by 0.04 at most; and the
+        refinement's noise level came to be taken from samples inside the file only: the pulsar pulse 0.31 s
+        from the start, whose window reaches before it, from S/N 8.78 to 7.83 (it had been inflated by the
+        window's noiseless fill); and once more when the refinement's fine trials came to share one noise
+    level (each trial's own estimate had scattered the S/N against DM): S/N within 1.5 %, the bursts'
+    DMs within 1.3 of the truth, the pulsar's pulses as close to its DM as before, on average. The
+    classifier (issue 15) is off
+                here (its probabilities are a network's, not the search's): the file gained a ``prob`` column,
+                empty (NaN) without it."""
     assert main(["radio", "demo", "--out", str(tmp_path), "--device", "cpu", "--no-classify"]) == ExitCode.OK
     got = list(csv.DictReader((tmp_path / "search" / "candidates.csv").open()))
     want = list(csv.DictReader((REPO / "tests" / "golden" / "demo_candidates.csv").open()))

@@ -32,10 +32,13 @@ from cudalab.radio.dedispersion.direct import LiveChannels, dedisperse
 from cudalab.radio.io.header import Header
 from cudalab.radio.io.observation import Observation
 from cudalab.radio.rfi import MAD_TO_STD, RfiConfig, clean_block
-from cudalab.radio.single_pulse.search import normalise
+from cudalab.radio.single_pulse.search import fit_baseline
 
 #: Trials across the interval between the neighbouring grid DMs.
 FINE_TRIALS = 41
+
+#: Trials, evenly spaced, whose baseline and noise level (their medians) normalise all of them.
+NOISE_TRIALS = 5
 
 
 @dataclass(frozen=True)
@@ -183,7 +186,13 @@ def refine_dm(
     wmax = max((width, *widths))
     v0 = min(max(0, -start), max(0, half - wmax // 2 - 2 * wmax - 4))
     v1 = max(min(nout, h.nsamples - start - int(delays.max())), min(nout, half + 3 * wmax + 5))
-    z = normalise(series[:, v0:v1], v1 - v0)  # one baseline and noise level for the whole window
+    y = series[:, v0:v1]
+    # One baseline and noise level for every trial and the whole window: the trials sum the same
+    # samples shifted by a few, so their noise is one. Measured on a few of them and shared, the S/N
+    # against DM follows the signal alone (each trial's own estimate added its scatter to it).
+    ref = torch.linspace(0, trials - 1, min(NOISE_TRIALS, trials)).round().long().to(device)
+    b = fit_baseline(y[ref], y.shape[1])  # one knot per row: a level, no slope
+    z = (y - b.knots[:, 0].median()) * b.inv_rms.median()
     csum = torch.nn.functional.pad(torch.cumsum(z.double(), dim=1), (1, 0))
     best = np.full(trials, -np.inf)
     for w in {width, *widths}:
