@@ -172,7 +172,7 @@ def refine_dm(
     h = obs.header
     dms, delays, half = _refine_geometry(h, width, widths, dm_lo, dm_hi, trials, k_dm)
     nout = 2 * half
-    start, count = sample - half, nout + int(delays.max())
+    start, count = refine_window(h, sample, width, dm_lo, dm_hi, k_dm=k_dm, trials=trials, widths=widths)
     span = _span_for(span, obs, start, count, rfi, device)
     series = dedisperse(
         span.window(start, count),
@@ -182,7 +182,8 @@ def refine_dm(
     )
     # Only outputs whose every trial reads samples inside the file: outside it the window holds 0,
     # which has no noise, and would make the noise level (and so the S/N) of a pulse near the file's
-    # edge come out low (high). The boxcars searched around the pulse stay in whatever the file.
+    # edge come out low (high). The outputs the boxcars search around the pulse are kept even where
+    # they reach past the file (a file shorter than the window).
     wmax = max((width, *widths))
     v0 = min(max(0, -start), max(0, half - wmax // 2 - 2 * wmax - 4))
     v1 = max(min(nout, h.nsamples - start - int(delays.max())), min(nout, half + 3 * wmax + 5))
@@ -306,7 +307,7 @@ def sweep_dm(
     nout = 2 * pre
     # One window, cleaned once, holds every pass: its delays reach DM + 2 x slack, and a pass whose DM
     # would leave it ends the refinement there.
-    start, count = sample - pre, nout + int(np.ceil(gain.max() * dm_top)) + 1
+    start, count = sweep_window(h, sample, width, dm, slack_dm=slack_dm, k_dm=k_dm)
     span = _span_for(span, obs, start, count, rfi, device)
     x, mask = span.window(start, count), span.mask
     live = LiveChannels.of(~mask.cpu().numpy(), h.nchans, device)
