@@ -37,9 +37,9 @@ from cudalab.radio.evaluate import dm_tolerance, recovery
 from cudalab.radio.io.observation import Observation, open_observation
 from cudalab.radio.pipeline.config import SearchConfig
 from cudalab.radio.pipeline.search import search_file
-from cudalab.radio.rfi import clean_block
 from cudalab.radio.simulate import SimConfig, planned_header, random_bursts, simulate
 from cudalab.radio.single_pulse.candidates import Candidate
+from cudalab.radio.single_pulse.refine import CleanSpan, inside
 from cudalab.radio.single_pulse.search import running_median
 
 GOAL_RECALL = 0.98
@@ -61,16 +61,19 @@ def heimdall_snr(obs: Observation, cand: Candidate, search: SearchConfig) -> flo
         np.int64
     )
     half = max(8192, 16 * w)
-    data = obs.read_padded(cand.sample - half, 2 * half + int(delays.max()))
-    cleaned = clean_block(torch.from_numpy(data), search.rfi, tsamp_s=h.tsamp_s)
-    series = dedisperse(
-        cleaned.data, torch.from_numpy(delays[None]), 2 * half, weights=(~cleaned.mask).float()
-    )
+    start, count = cand.sample - half, 2 * half + int(delays.max())
+    span = CleanSpan.read(obs, start, count, search.rfi, torch.device("cpu"))
+    series = dedisperse(span.data, torch.from_numpy(delays[None]), 2 * half, weights=(~span.mask).float())
+    # only the outputs that read the file: its edge's fill has no noise (the pulse's own window is
+    # kept whatever the file)
+    v0, v1 = inside(start, 2 * half, int(delays.max()), h.nsamples)
+    v0, v1 = min(v0, max(0, half - 3 * w - 4)), max(v1, min(2 * half, half + 3 * w + 5))
+    series = series[:, v0:v1]
     series = series - running_median(series, max(8, int(search.baseline_s / h.tsamp_s)))
     c = torch.nn.functional.pad(torch.cumsum(series[0].double(), 0), (1, 0))
     f = (c[w:] - c[:-w]).numpy()  # boxcar sums starting at each sample
     rms = 1.4826 * np.median(np.abs(f - np.median(f)))
-    centre = half - w // 2
+    centre = half - v0 - w // 2
     return float(f[max(0, centre - 2 * w - 4) : centre + 2 * w + 5].max() / rms)
 
 

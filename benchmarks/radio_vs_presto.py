@@ -235,7 +235,7 @@ def main() -> int:
             if name in cases:
                 truth = simulate(cfg, work / f"{name}.fil")
                 files.append((name, work / f"{name}.fil", dm_max, truth["pulses"]))
-        for load in (0, args.load):
+        for load in (0, args.load) if args.load else (0,):  # --load 0: the quiet runs only
             with Load(load):
                 for name, fil, dm_max, pulses in files:
                     # alternating runs, so that a slow spell of a shared machine hits both tools

@@ -195,18 +195,3 @@ def test_packed_sexagesimal_positions(shared_data: Path) -> None:
     assert sigproc_angle_deg(-84743.7463, hours=False) == pytest.approx(-(8 + 47 / 60 + 43.7463 / 3600))
     ra, dec = open_observation(shared_data / "radio" / "parkes_8bit_1.fil").header.position_deg  # type: ignore[misc]
     assert ra == pytest.approx(83.633, abs=1e-3) and dec == pytest.approx(22.0144, abs=1e-3)  # the Crab
-
-
-def test_a_window_past_the_files_edges_holds_each_channels_median(shared_data: Path) -> None:
-    """8-bit data sit near 128: zeros outside the file would be a trough as deep as any pulse is bright."""
-    obs = open_observation(shared_data / "radio" / "parkes_8bit_1.fil")
-    n = obs.header.nsamples
-    head = obs.read_padded(-10, 50)
-    np.testing.assert_array_equal(head[:, 10:], obs.read(0, 40))
-    np.testing.assert_array_equal(head[:, :10], np.repeat(np.median(obs.read(0, 40), axis=1)[:, None], 10, 1))
-    tail = obs.read_padded(n - 5, 20)
-    np.testing.assert_array_equal(tail[:, :5], obs.read(n - 5, 5))
-    np.testing.assert_array_equal(
-        tail[:, 5:], np.repeat(np.median(obs.read(n - 5, 5), axis=1)[:, None], 15, 1)
-    )
-    assert np.array_equal(obs.read_padded(100, 30), obs.read(100, 30))  # inside: the data as they are

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import stat
-import warnings
 from pathlib import Path
 from typing import Protocol
 
@@ -40,26 +39,6 @@ class Observation:
         """Samples ``[start, start + count)`` (to the end by default).  Shape: ``(nchans, n)``."""
         n = self.header.nsamples - start if count is None else count
         return self._reader.read(start, n)
-
-    def read_padded(self, start: int, count: int) -> NDArray[np.float32]:
-        """``count`` samples from ``start`` (which may be negative or run past the end); outside the file
-        each channel holds the median of its samples read (no signal once normalised, where zeros from
-        8-bit data offset at 128 would be a deep trough). Shape: ``(nchans, count)``. For windows
-        around a candidate near the file's edges."""
-        lo = max(0, start)
-        hi = min(self.header.nsamples, start + count)
-        raw = self._reader.read(lo, max(0, hi - lo))
-        if raw.shape[1] == count:
-            return raw
-        fill = np.zeros((self.header.nchans, 1))
-        if raw.shape[1]:
-            with warnings.catch_warnings():  # a channel of NaNs only has no median: it stays 0
-                warnings.simplefilter("ignore", RuntimeWarning)
-                fill = np.nanmedian(raw, axis=1, keepdims=True)
-        out = np.empty((self.header.nchans, count), dtype=np.float32)
-        out[:] = np.nan_to_num(fill, nan=0.0, posinf=0.0, neginf=0.0)
-        out[:, lo - start : lo - start + raw.shape[1]] = raw
-        return out
 
 
 def open_observation(path: str | Path) -> Observation:

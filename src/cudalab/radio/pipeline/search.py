@@ -366,16 +366,19 @@ def refine_candidate(
     rfi: RfiConfig,
     device: torch.device,
     span: CleanSpan | None = None,
+    setup: RefineSetup | None = None,
 ) -> Candidate:
     """``c`` with its DM, DM error and S/N measured again from the data between its neighbouring trials
     (:func:`refine_dm`; for a pulse wide against the sweep, :func:`sweep_dm`), or ``c`` itself when the
     measurement caught another signal.
 
     ``span``: data cleaned as :func:`refine_setup` says (its ``rfi``) and holding its samples, shared
-    by the candidates near this one; without it, the windows are read and cleaned here.
+    by the candidates near this one; without it, the windows are read and cleaned here. ``setup``:
+    the candidate's :func:`refine_setup`, where the caller has it already.
     """
     h = obs.header
-    setup = refine_setup(c, h, plan, widths, cfg, rfi)
+    if setup is None:
+        setup = refine_setup(c, h, plan, widths, cfg, rfi)
     if span is None or not span.covers(setup.start, setup.stop - setup.start):
         span = CleanSpan.read(obs, setup.start, setup.stop - setup.start, setup.rfi, device)
     lo, hi = setup.dm_lo, setup.dm_hi
@@ -400,29 +403,46 @@ def refine_candidate(
     return replace(c, dm=max(dm, 0.0), dm_err=dm_err, snr=snr)  # a fit's noise may not make a DM negative
 
 
-def refine_spans(setups: list[RefineSetup], max_samples: int) -> list[tuple[RefineSetup, list[int]]]:
-    """Group candidates whose refinement windows overlap, so that each stretch of data is read and
-    cleaned once: ``[(span, indices into setups)]``, the span a :class:`RefineSetup` whose ``start`` and
-    ``stop`` hold its members' windows and whose ``rfi`` they share.
+@dataclass(frozen=True)
+class RefineSpan:
+    """A stretch of file samples ``[start, stop)`` cleaned with ``rfi`` once, and the candidates
+    (``members``, indices into the setups) whose refinement windows it holds."""
 
-    Windows join a span while they overlap it and it stays within ``max_samples`` (a window longer
-    than that is a span of its own); windows that do not overlap are never joined, so no sample is
-    cleaned that no candidate needs, and no sample is cleaned twice for overlapping windows that fit.
+    start: int
+    stop: int
+    rfi: RfiConfig
+    members: tuple[int, ...]
+
+
+def refine_spans(setups: list[RefineSetup], max_samples: int) -> list[RefineSpan]:
+    """Group candidates whose refinement windows overlap, so that each stretch of data is read and
+    cleaned once.
+
+    Among the windows of one cleaning, in time order, a window joins the span before it while it
+    overlaps it and the span stays within ``max_samples`` (a window longer than that is a span of its
+    own); windows that do not overlap are never joined, so no sample is cleaned that no candidate
+    needs.
     """
-    out: list[tuple[RefineSetup, list[int]]] = []
-    order = sorted(range(len(setups)), key=lambda i: (repr(setups[i].rfi), setups[i].start))
-    for i in order:
-        s = setups[i]
-        if out:
-            span, members = out[-1]
+    by_rfi: dict[RfiConfig, list[int]] = {}
+    for i, s in enumerate(setups):
+        by_rfi.setdefault(s.rfi, []).append(i)
+    out: list[RefineSpan] = []
+    for rfi, idx in by_rfi.items():
+        span: RefineSpan | None = None
+        for i in sorted(idx, key=lambda k: setups[k].start):
+            s = setups[i]
             if (
-                span.rfi == s.rfi
+                span is not None
                 and s.start < span.stop
                 and max(span.stop, s.stop) - span.start <= max_samples
             ):
-                out[-1] = (replace(span, stop=max(span.stop, s.stop)), [*members, i])
+                span = replace(span, stop=max(span.stop, s.stop), members=(*span.members, i))
                 continue
-        out.append((s, [i]))
+            if span is not None:
+                out.append(span)
+            span = RefineSpan(s.start, s.stop, rfi, (i,))
+        if span is not None:
+            out.append(span)
     return out
 
 
@@ -642,12 +662,12 @@ def _search_file(
         setups = [refine_setup(c, h, plan, widths, cfg, rfi) for c in todo]
         done = 0
         # each stretch of data around the candidates read and cleaned once, one stretch in memory
-        for span_setup, members in refine_spans(setups, REFINE_SPAN_BYTES // (4 * h.nchans)):
-            span = CleanSpan.read(
-                obs, span_setup.start, span_setup.stop - span_setup.start, span_setup.rfi, device
-            )
-            for i in members:
-                cands[i] = refine_candidate(todo[i], obs, plan, widths, cfg, rfi, device, span=span)
+        for stretch in refine_spans(setups, REFINE_SPAN_BYTES // (4 * h.nchans)):
+            span = CleanSpan.read(obs, stretch.start, stretch.stop - stretch.start, stretch.rfi, device)
+            for i in stretch.members:
+                cands[i] = refine_candidate(
+                    todo[i], obs, plan, widths, cfg, rfi, device, span=span, setup=setups[i]
+                )
                 done += 1
                 if progress is not None:
                     progress("refine DM", done, len(todo))

@@ -72,10 +72,9 @@ class CleanSpan:
         """Samples ``[start, start + count)`` of ``obs``, cleaned with ``rfi`` on ``device``.
 
         Only the samples inside the file are cleaned; those outside it are 0 (a channel's normalised
-        centre: no signal). Cleaned together with a fill of each channel's median, a span reaching
-        far past a short file's edge would take its channels' statistics from the fill: on 1- and
-        2-bit data (a fill of one level) the first version of these spans measured a burst on a 2 s
-        file at S/N 15 instead of 20.
+        centre: no signal). A fill cleaned with the data would lend the channels its statistics (a
+        fill of one level has no noise); and since the fill has no noise either way, what is
+        measured from the cleaned window takes its noise from :func:`inside` only.
         """
         h = obs.header
         lo, hi = max(0, start), min(h.nsamples, start + count)
@@ -115,6 +114,16 @@ def _span_for(
     return CleanSpan.read(obs, start, count, rfi, device)
 
 
+def inside(start: int, nout: int, reach: int, nsamples: int) -> tuple[int, int]:
+    """Of ``nout`` outputs from file sample ``start``, each reading up to ``reach`` samples ahead of
+    itself (a dedispersion's largest delay), those that read samples of the file only: ``(first,
+    stop)``, empty (``first == stop``) when none does. Outside the file a :class:`CleanSpan` holds
+    0, which has no noise: a noise level measured over those outputs would come out low and every
+    S/N high (about 1.2x for a pulse 0.2 s into a file, its window reaching 0.3 s before it)."""
+    first = min(max(0, -start), nout)
+    return first, max(first, min(nout, nsamples - start - reach))
+
+
 def _refine_geometry(
     h: Header,
     width: int,
@@ -123,12 +132,15 @@ def _refine_geometry(
     dm_hi: float,
     trials: int,
     k_dm: float,
-) -> tuple[NDArray[np.float64], NDArray[np.int64], int]:
-    """:func:`refine_dm`'s trial DMs, their delays ``(trials, nchans)`` in samples, and the half-width
-    of its output window (samples either side of the candidate)."""
+) -> tuple[NDArray[np.float64], NDArray[np.int64], int, int]:
+    """:func:`refine_dm`'s trial DMs, their delays ``(trials, nchans)`` in samples, the half-width of
+    its output window (samples either side of the candidate) and the samples it reads."""
     dms = np.linspace(dm_lo, dm_hi, trials)
-    delays = np.rint(dispersion_delay_s(dms[:, None], h.freqs_mhz[None, :], h.fmax_mhz, k_dm) / h.tsamp_s)
-    return dms, delays.astype(np.int64), max(2048, 8 * max((width, *widths)))
+    delays = np.rint(
+        dispersion_delay_s(dms[:, None], h.freqs_mhz[None, :], h.fmax_mhz, k_dm) / h.tsamp_s
+    ).astype(np.int64)
+    half = max(2048, 8 * max((width, *widths)))
+    return dms, delays, half, 2 * half + int(delays.max())
 
 
 def refine_window(
@@ -143,8 +155,8 @@ def refine_window(
     widths: tuple[int, ...] = (),
 ) -> tuple[int, int]:
     """The samples ``(start, count)`` that :func:`refine_dm` reads, given the same arguments."""
-    _, delays, half = _refine_geometry(h, width, widths, dm_lo, dm_hi, trials, k_dm)
-    return sample - half, 2 * half + int(delays.max())
+    _, _, half, count = _refine_geometry(h, width, widths, dm_lo, dm_hi, trials, k_dm)
+    return sample - half, count
 
 
 def refine_dm(
@@ -170,9 +182,8 @@ def refine_dm(
     else are read and cleaned here.
     """
     h = obs.header
-    dms, delays, half = _refine_geometry(h, width, widths, dm_lo, dm_hi, trials, k_dm)
-    nout = 2 * half
-    start, count = refine_window(h, sample, width, dm_lo, dm_hi, k_dm=k_dm, trials=trials, widths=widths)
+    dms, delays, half, count = _refine_geometry(h, width, widths, dm_lo, dm_hi, trials, k_dm)
+    nout, start = 2 * half, sample - half
     span = _span_for(span, obs, start, count, rfi, device)
     series = dedisperse(
         span.window(start, count),
@@ -180,13 +191,12 @@ def refine_dm(
         nout,
         weights=(~span.mask).float(),
     )
-    # Only outputs whose every trial reads samples inside the file: outside it the window holds 0,
-    # which has no noise, and would make the noise level (and so the S/N) of a pulse near the file's
-    # edge come out low (high). The outputs the boxcars search around the pulse are kept even where
-    # they reach past the file (a file shorter than the window).
+    # The outputs that read the file only (:func:`inside`), and whatever the file, those the boxcars
+    # search around the pulse (a file shorter than the window).
     wmax = max((width, *widths))
-    v0 = min(max(0, -start), max(0, half - wmax // 2 - 2 * wmax - 4))
-    v1 = max(min(nout, h.nsamples - start - int(delays.max())), min(nout, half + 3 * wmax + 5))
+    v0, v1 = inside(start, nout, int(delays.max()), h.nsamples)
+    v0 = min(v0, max(0, half - wmax // 2 - 2 * wmax - 4))
+    v1 = max(v1, min(nout, half + 3 * wmax + 5))
     y = series[:, v0:v1]
     # One baseline and noise level for every trial and the whole window: the trials sum the same
     # samples shifted by a few, so their noise is one. Measured on a few of them and shared, the S/N
@@ -249,13 +259,15 @@ def _gaussian_smooth(p: NDArray[np.float64], fwhm: float) -> NDArray[np.float64]
 
 def _sweep_geometry(
     h: Header, width: int, dm: float, slack_dm: float, k_dm: float
-) -> tuple[NDArray[np.float64], int, float]:
+) -> tuple[NDArray[np.float64], int, float, int]:
     """:func:`sweep_dm`'s delay per unit DM of each channel (samples), the samples its output window
-    holds before the candidate (half the window), and the largest DM its passes may reach."""
+    holds before the candidate (half the window), the largest DM its passes may reach, and the
+    samples it reads (their delays reach that DM)."""
     freqs = np.asarray(h.freqs_mhz, dtype=np.float64)
     gain = k_dm * (freqs**-2 - h.fmax_mhz**-2) / h.tsamp_s
     reach = int(np.ceil(slack_dm * gain.max())) + 2 * width + 4  # the largest lag the slack allows
-    return gain, reach + 8 * max(width, 1) + 64, dm + 2 * slack_dm
+    pre, dm_top = reach + 8 * max(width, 1) + 64, dm + 2 * slack_dm
+    return gain, pre, dm_top, 2 * pre + int(np.ceil(gain.max() * dm_top)) + 1
 
 
 def sweep_window(
@@ -263,8 +275,8 @@ def sweep_window(
 ) -> tuple[int, int]:
     """The samples ``(start, count)`` that :func:`sweep_dm` reads, given the same arguments (the count
     grows with ``dm``: the window for the largest ``dm`` holds those for every smaller one)."""
-    gain, pre, dm_top = _sweep_geometry(h, width, dm, slack_dm, k_dm)
-    return sample - pre, 2 * pre + int(np.ceil(gain.max() * dm_top)) + 1
+    _, pre, _, count = _sweep_geometry(h, width, dm, slack_dm, k_dm)
+    return sample - pre, count
 
 
 def sweep_dm(
@@ -303,11 +315,10 @@ def sweep_dm(
         np.clip(int((snr / SWEEP_BAND_SNR) ** 2), SWEEP_BANDS[0], min(SWEEP_BANDS[1], h.nchans // 2))
     )
     bounds = np.linspace(0, h.nchans, nbands + 1).astype(np.int64)
-    gain, pre, dm_top = _sweep_geometry(h, width, dm, slack_dm, k_dm)
-    nout = 2 * pre
+    gain, pre, dm_top, count = _sweep_geometry(h, width, dm, slack_dm, k_dm)
+    nout, start = 2 * pre, sample - pre
     # One window, cleaned once, holds every pass: its delays reach DM + 2 x slack, and a pass whose DM
     # would leave it ends the refinement there.
-    start, count = sweep_window(h, sample, width, dm, slack_dm=slack_dm, k_dm=k_dm)
     span = _span_for(span, obs, start, count, rfi, device)
     x, mask = span.window(start, count), span.mask
     live = LiveChannels.of(~mask.cpu().numpy(), h.nchans, device)
@@ -330,8 +341,11 @@ def sweep_dm(
         if len(rows) < 3:
             return fit
         q = _gaussian_smooth(torch.stack(rows).double().cpu().numpy(), width)
-        q -= np.median(q, axis=1, keepdims=True)
-        noise = np.median(np.abs(q), axis=1) * MAD_TO_STD
+        # baseline and noise from the outputs that read the file (:func:`inside`), where it has enough
+        v0, v1 = inside(start, nout, int(delays.max()), h.nsamples)
+        cols = slice(v0, v1) if v1 - v0 >= 64 else slice(None)
+        q -= np.median(q[:, cols], axis=1, keepdims=True)
+        noise = np.median(np.abs(q[:, cols]), axis=1) * MAD_TO_STD
         lags, band_snr, gk = [], [], []
         for k in range(len(rows)):
             r = int(np.ceil(slack_dm * g[k])) + 2 * width + 4
