@@ -682,13 +682,8 @@ def periodic(
         Path | None, typer.Option(help="Frequencies to zap: 'frequency_hz [half_width_hz]' per line.")
     ] = None,
     ffa_min: Annotated[
-        float | None,
-        typer.Option(
-            "--ffa-min",
-            min=0.0,
-            help="Shortest period the FFA folds, s (0: none; default 0.1 for time series, none for filterbanks).",
-        ),
-    ] = None,
+        float, typer.Option("--ffa-min", min=0.0, help="Shortest period the FFA folds, s (0: no FFA).")
+    ] = 0.1,
     ffa_max: Annotated[
         float, typer.Option("--ffa-max", min=0.0, help="Longest period the FFA folds, s.")
     ] = 10.0,

@@ -157,8 +157,9 @@ def true_period(
     folding at ``P`` stacked ``k`` of them (a harmonic sum can peak at twice the spin frequency for a
     pulsar with a narrow pulse), or the fraction ``P / k`` when folding at ``P`` shows ``k`` equal
     pulses a ``k``-th of a turn apart (a fold at a multiple of the period, as the FFA's can be).
-    Folding at ``k P`` splits the profile into ``k`` stretches; when one stretch holds the pulse and
-    the others hold less than half of it, the true period is ``k P``. Folding at ``P / k`` stacks the
+    Folding at ``k P`` splits the profile into ``k`` stretches; when one stretch holds the pulse, the
+    others hold less than half of it, and the fold's S/N beats the fold at ``P``'s, the true period is
+    ``k P``. Folding at ``P / k`` stacks the
     ``k`` pulses: when the best such fold's S/N exceeds :data:`FRACTION_GAIN` times the fold at
     ``P``'s, the true period is that ``P / k``."""
     each = max(8, min(nbins, int(period_s / tsamp_s)))
@@ -182,7 +183,9 @@ def true_period(
         seg = profile[: len(profile) // k * k].reshape(k, -1)
         top = np.sort(seg.max(axis=1))[::-1]  # each stretch's peak, brightest first
         noise = np.median(np.abs(profile - np.median(profile))) * 1.4826
-        if top[0] > 5 * noise and top[1] < 0.5 * top[0]:
+        # and its fold at k P is the brighter: a real pulse of period k P folded at P is stacked with
+        # k - 1 empty turns (S/N down by about sqrt(k)); noise in a weak fold can pass the test alone
+        if top[0] > 5 * noise and top[1] < 0.5 * top[0] and f.snr > base:
             return k * period_s
     return period_s
 

@@ -3,9 +3,9 @@
 1. A filterbank is dedispersed over the DM trials of :func:`cudalab.radio.dedispersion.plan.make_plan`
    (heimdall's grid, no time scrunching: a periodic signal needs every sample) with the search's own
    dedisperser; a time series (SIGPROC ``.tim``, PRESTO ``.dat``) is its one trial at its DM.
-2. The Fourier search and sifting of :mod:`cudalab.radio.periodic.search` (every trial at once).
-3. The best ``fold`` candidates are folded on the data: the DM refined over the neighbouring trials
-   (by the folded chi-square), the true period chosen among the candidate's multiples, then the period
+2. The Fourier search, the FFA and the sifting of :mod:`cudalab.radio.periodic.search`.
+3. The best ``fold`` candidates are folded on the data: the DM refined by the folded chi-square over
+   the neighbouring trials (the FFA's DM step either side, if wider), the true period chosen among the candidate's multiples, then the period
    optimised; phase-time sub-integrations, and phase-frequency sub-bands for a filterbank.
 4. The run folder: ``candidates.csv`` (every sifted candidate; the folded ones with their fold),
    ``folds/cand_NN.png`` (prepfold's layout), ``folds/cand_NN.npz`` (profile, sub-integrations,
@@ -33,8 +33,8 @@ from numpy.typing import NDArray
 from cudalab._io import atomic_write_bytes, atomic_write_text
 from cudalab.errors import CudalabError
 from cudalab.radio.io.observation import open_observation
-from cudalab.radio.periodic.fold import Fold, baseline_window, fold, prepare, refine
-from cudalab.radio.periodic.search import C_M_S, PeriodCandidate, PeriodicConfig, candidates, ffa_period_min
+from cudalab.radio.periodic.fold import Fold, baseline_window, fold, fold_bins, prepare, refine
+from cudalab.radio.periodic.search import C_M_S, PeriodCandidate, PeriodicConfig, candidates, ffa_dm_step
 from cudalab.runs.rundir import RunDir, now, staged
 
 KIND = "radio-periodic"
@@ -132,6 +132,13 @@ def _sweep_per_dm(h: Any) -> float:
     return 0.0 if h.is_time_series else sweep_s_per_dm(h, DM_CONSTANT)
 
 
+def _delays_per_dm(h: Any) -> NDArray[np.float64]:
+    """Each channel of a filterbank: its dispersion delay per unit DM below the band's top, s."""
+    from cudalab.radio.constants import DM_CONSTANT, dispersion_delay_s
+
+    return np.asarray(dispersion_delay_s(1.0, h.freqs_mhz, h.fmax_mhz, DM_CONSTANT), dtype=np.float64)
+
+
 def _dm_limit(h: Any) -> float:
     """The largest DM whose sweep leaves half the observation."""
     return 0.5 * h.nsamples * h.tsamp_s / _sweep_per_dm(h)
@@ -183,15 +190,34 @@ def fold_candidate(
         dm_curve = [(cand.dm, float("nan"))]
         dm = cand.dm
     else:
-        # refine the DM: fold at the trials around the best one, a parabola through the highest chi-square
+        # refine the DM by the fold's S/N (its best boxcar: the chi-square of a weak pulsar's fold is
+        # mostly noise, and picked a DM 28 off for one of S/N 11): over the trials around the best
+        # one, or the FFA's DM step at this period if wider (its trials are far apart at long
+        # periods), then around the best of those; a parabola through the highest
         i = cand.dm_index
-        trial_dms = np.linspace(dms[max(0, i - 3)], dms[min(len(dms) - 1, i + 3)], 13)
-        dm_curve = []
-        for d in trial_dms:
-            s, _ = series_at(data, h, float(d))
-            f = fold(prepare(s, h.tsamp_s, window), h.tsamp_s, cand.period_s, pdot, nbins=job.nbins, nsub=8)
-            dm_curve.append((float(d), f.chi2_r))
-        dm = _peak([d for d, _ in dm_curve], [c for _, c in dm_curve])
+        half = (
+            1.5 * ffa_dm_step(cand.period_s, job.search, float(np.ptp(_delays_per_dm(h))))
+            if cand.search == "ffa"
+            else 0.0
+        )
+        lo = max(0.0, min(float(dms[max(0, i - 3)]), cand.dm - half))
+        hi = max(float(dms[min(len(dms) - 1, i + 3)]), cand.dm + half)
+        bins = fold_bins(cand.period_s, h.tsamp_s, job.nbins)  # as many as the final fold: DM narrows a pulse
+
+        def snr_at(d: float) -> tuple[float, float]:
+            s, _ = series_at(data, h, d)
+            f = fold(prepare(s, h.tsamp_s, window), h.tsamp_s, cand.period_s, pdot, nbins=bins, nsub=8)
+            return d, f.snr
+
+        coarse = np.linspace(lo, hi, 13)
+        dm_curve = [snr_at(float(d)) for d in coarse]
+        step = coarse[1] - coarse[0] if hi > lo else 0.0
+        best = dm_curve[int(np.argmax([c for _, c in dm_curve]))][0]
+        if step > 0:
+            fine = np.linspace(max(0.0, best - step), best + step, 9)
+            dm_curve = sorted(dm_curve + [snr_at(float(d)) for d in fine if not np.isclose(coarse, d).any()])
+        near = [(d, c) for d, c in dm_curve if abs(d - best) <= step * 1.01] if step > 0 else dm_curve
+        dm = _peak([d for d, _ in near], [c for _, c in near])
         s, subs = series_at(data, h, dm, max(1, h.nchans // 16))
         x = prepare(s, h.tsamp_s, window)
     f = refine(x, h.tsamp_s, cand.period_s, cand.accel, nbins=job.nbins)
@@ -232,7 +258,7 @@ def _png(fig: Any) -> bytes:
 
 def plot_fold(fd: Folded, header: Any, title: str) -> bytes:
     """prepfold's layout: two turns of the profile over phase-time (and phase-frequency), with the
-    chi-square against period and DM beside them and the fold's numbers."""
+    chi-square against period and the S/N against DM beside them, and the fold's numbers."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -272,7 +298,7 @@ def plot_fold(fd: Folded, header: Any, title: str) -> bytes:
         ax = fig.add_subplot(grid[2, 1])
         ax.plot(dc[:, 0], dc[:, 1], "o-", color="k", ms=3)
         ax.set_xlabel("DM (pc cm^-3)")
-        ax.set_ylabel("reduced chi2")
+        ax.set_ylabel("fold S/N")
     ax = fig.add_subplot(grid[:2, 2])
     ax.axis("off")
     c = fd.cand
@@ -374,7 +400,8 @@ def write_report(
 <p>All candidates: <a href="candidates.csv">candidates.csv</a>; each fold's arrays in
 <code>folds/cand_NN.npz</code>.</p>
 <h2>Folded candidates</h2><p class="note">Each in prepfold's layout: the profile (twice), phase against
-time, phase against frequency (a filterbank), and the fold's S/N against trial DM and period.</p>
+time, phase against frequency (a filterbank), the fold's reduced chi-square against trial period and its
+S/N against trial DM.</p>
 {cards or "<p>Nothing was folded.</p>"}
 </body></html>
 """
@@ -387,11 +414,9 @@ def run_periodic(path: Path, out: Path, job: PeriodicJob, device: torch.device) 
 
     started, t0 = now(), time.perf_counter()
     h, series, dms, obs, data = dedispersed(path, job, device)
-    # the FFA's default follows the input (see ffa_period_min); the run's config records the value used
-    search = replace(job.search, ffa_period_min_s=ffa_period_min(job.search, h.is_time_series))
-    job = replace(job, search=search)
     n = series.shape[1] - series.shape[1] % 2
-    sifted, n_fourier, n_ffa = candidates(series, h.tsamp_s, dms, job.search, _sweep_per_dm(h))
+    delays = None if h.is_time_series else _delays_per_dm(h)
+    sifted, n_fourier, n_ffa = candidates(series, h.tsamp_s, dms, job.search, delays)
     del series
     done = [fold_candidate(obs, data, c, dms, job) for c in sifted[: job.fold]]
     done.sort(key=lambda fd: -fd.fold.snr)  # the folded ones first, by what folding shows

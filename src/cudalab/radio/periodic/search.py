@@ -63,27 +63,12 @@ class PeriodicConfig:
     """The acceleration step drifts a signal at this frequency by one Fourier bin over the
     observation: ``c / (accel_ref_hz T^2)``."""
     accel_trials_max: int = 201
-    ffa_period_min_s: float | None = None
-    """Shortest period the FFA folds, s; 0: no FFA search; None: :data:`FFA_PERIOD_MIN_S` for a time
-    series, none for a filterbank (:func:`ffa_period_min`)."""
+    ffa_period_min_s: float = 0.1
+    """Shortest period the FFA folds, s (0: no FFA search); below it the Fourier search serves."""
     ffa_period_max_s: float = 10.0
     """Longest (at most a sixth of the observation)."""
     ffa_snr: float = 7.0
     """FFA periodogram peaks from this S/N (before the trials correction) are candidates."""
-
-
-#: The FFA's shortest period when it searches by default (dedispersed time series).
-FFA_PERIOD_MIN_S = 0.1
-
-
-def ffa_period_min(cfg: PeriodicConfig, time_series: bool) -> float:
-    """The FFA's shortest period for ``cfg`` (0: no FFA). By default it searches time series (one
-    DM trial, riptide's use) and not filterbanks: over many DM trials of a busy observation it also
-    folds intermittent interference at long periods, which its single-pulse vetting
-    (:func:`brightest_turn`) does not catch; ``--ffa-min`` turns it on there."""
-    if cfg.ffa_period_min_s is not None:
-        return cfg.ffa_period_min_s
-    return FFA_PERIOD_MIN_S if time_series else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,100 +183,203 @@ def _fourier_candidates(
     return out
 
 
+#: The FFA's DM trials are at most this fraction of a band's shortest period of sweep apart: a DM off by
+#: half a step smears a 1 % pulse by half its width.
+FFA_DM_STEP_DUTY = 0.01
+
+
+def ffa_dm_step(period_s: float, cfg: PeriodicConfig, sweep_s_per_dm: float) -> float:
+    """How far apart the FFA's DM trials are at ``period_s`` (the band holding it; see
+    :func:`ffa_candidates`)."""
+    lo = cfg.ffa_period_min_s * 2 ** max(0, math.floor(math.log2(period_s / cfg.ffa_period_min_s)))
+    return FFA_DM_STEP_DUTY * lo / sweep_s_per_dm
+
+
+def _decimated(dms: np.ndarray, step: float) -> np.ndarray:
+    """Indices of ``dms`` (ascending) at least ``step`` apart, taken greedily from the first; the last
+    always kept."""
+    chosen, last = [0], float(dms[0])
+    for i in range(1, len(dms)):
+        if dms[i] - last >= step:
+            chosen.append(i)
+            last = float(dms[i])
+    return np.array(sorted(set(chosen) | {len(dms) - 1}))
+
+
+def _octaves(lo: float, hi: float) -> list[tuple[float, float]]:
+    """``[lo, hi]`` cut into period bands of a factor of two (the last shorter)."""
+    out = []
+    while lo < hi:
+        out.append((lo, min(2 * lo, hi)))
+        lo *= 2
+    return out
+
+
+def dispersed_snr_ratio(channel_delays_s: np.ndarray, dm_offset: float, width_s: float) -> float:
+    """The S/N of a ``width_s`` top-hat pulse dedispersed ``dm_offset`` away from its DM, over its S/N at
+    its DM, each measured with its best boxcar: the pulse arrives in channel ``c`` ``dm_offset *
+    channel_delays_s[c]`` late, so the sum is the pulse smeared by that spread of delays (denser where
+    the delays crowd, at the band's top). Exact for equal channels of equal noise."""
+    spread = np.abs(dm_offset) * np.asarray(channel_delays_s, dtype=np.float64)
+    span = float(spread.max() - spread.min()) + width_s
+    if span <= width_s * 1.001:
+        return 1.0
+    grid = 512
+    dt = span / grid
+    # the smeared profile on a fine grid: each channel's top-hat from its delay, as exact overlaps
+    edges = np.arange(grid + 1) * dt
+    start = spread - spread.min()
+    cover = np.clip(
+        np.minimum(edges[None, 1:], start[:, None] + width_s) - np.maximum(edges[None, :-1], start[:, None]),
+        0,
+        None,
+    )
+    profile = cover.sum(axis=0) / (len(spread) * width_s)  # fraction of the fluence in each grid bin
+    c = np.concatenate([[0.0], np.cumsum(profile)])
+    best = 0.0
+    w = max(1, int(width_s / dt))
+    while True:
+        captured = float((c[w:] - c[:-w]).max())
+        best = max(best, captured * math.sqrt(width_s / (w * dt)))
+        if w >= grid:
+            break
+        w = min(grid, max(w + 1, int(w * 1.2)))
+    return min(1.0, best)
+
+
+#: Low-DM S/N above what a dispersed pulse keeps there, by more than this, marks interference.
+UNDISPERSED_MARGIN = 3.0
+
+
 def ffa_candidates(
-    series: torch.Tensor, tsamp_s: float, dms: np.ndarray, cfg: PeriodicConfig, sweep_s_per_dm: float = 0.0
+    series: torch.Tensor,
+    tsamp_s: float,
+    dms: np.ndarray,
+    cfg: PeriodicConfig,
+    channel_delays_s: np.ndarray | None = None,
 ) -> list[PeriodCandidate]:
     """The FFA's candidates of every DM trial (``series``: ``(ndm, n)``; see the module), at most
-    ``per_trial`` per trial.
+    ``per_trial`` per trial and period band.
 
-    ``sweep_s_per_dm``: the band's dispersion sweep per unit DM, 0 for a time series (which the FFA
-    searches by default, :func:`ffa_period_min`). A long period tolerates a coarse DM grid: over a
-    band, trials are taken a hundredth of the shortest period of sweep apart (a millisecond at 0.1 s:
-    a DM off by half a step smears a 1 % pulse by half its width).
+    ``channel_delays_s``: each channel's dispersion delay per unit DM (a filterbank), None for a time
+    series. For a filterbank:
 
-    Before its periodogram is trusted, each trial's series loses the single pulses that a fold owed
-    to one turn (:func:`brightest_turn`).
+    - a long period tolerates a coarse DM grid: the periods are searched in octave bands, each on DM
+      trials :data:`FFA_DM_STEP_DUTY` of the band's shortest period of sweep apart (a millisecond of
+      sweep at 0.1 s, 16 ms at 1.6 s), so the slow bands cost a fraction of the fast one;
+    - a candidate whose S/N at the lowest DM trial is more than :data:`UNDISPERSED_MARGIN` above what
+      its pulse, dispersed to its DM, keeps there (:func:`dispersed_snr_ratio`) is interference: a
+      narrowband or undispersed signal keeps its S/N at every DM, a pulsar's falls off towards 0.
+
+    Before its periodogram is trusted, each trial's series loses the single pulses that stand out of
+    its folds turn by turn (:func:`outlier_turns`).
     """
     from scipy.special import log_ndtr, ndtri_exp
 
-    period_min = ffa_period_min(cfg, time_series=sweep_s_per_dm <= 0)
+    filterbank = channel_delays_s is not None
+    delays = np.zeros(1) if channel_delays_s is None else np.asarray(channel_delays_s, dtype=np.float64)
+    period_min = cfg.ffa_period_min_s
     if period_min <= 0:
         return []
     ndm, n = series.shape
     tobs = n * tsamp_s
-    fcfg = FfaConfig(period_min_s=period_min, period_max_s=cfg.ffa_period_max_s, snr_min=cfg.ffa_snr)
-    keep = np.arange(ndm)
-    if sweep_s_per_dm > 0 and ndm > 2:
-        step = period_min / 100 / sweep_s_per_dm  # DM units
-        chosen, last = [0], float(dms[0])
-        for i in range(1, ndm):
-            if dms[i] - last >= step:
-                chosen.append(i)
-                last = float(dms[i])
-        keep = np.array(sorted(set(chosen) | {ndm - 1}))
-    window = max(1.0, 0.5 * min(cfg.ffa_period_max_s, tobs / 6))
-    x = detrend(series[torch.from_numpy(keep).to(series.device)], tsamp_s, window)
-    pg = periodogram(x, tsamp_s, fcfg)
-    for d in range(len(keep)):
-        pg = _without_folded_bursts(x, d, pg, tsamp_s, fcfg)
-    log_trials = math.log(max(pg.trials, 1.0))
+    period_max = min(cfg.ffa_period_max_s, tobs / 6)
+    sweep = float(np.ptp(delays))
+    base = _decimated(dms, FFA_DM_STEP_DUTY * period_min / sweep) if sweep > 0 and ndm > 2 else np.arange(ndm)
+    window = max(1.0, 0.5 * period_max)
+    x = detrend(series[torch.from_numpy(base).to(series.device)], tsamp_s, window)
+    bands = []
+    for lo, hi in _octaves(period_min, period_max):
+        rows = np.arange(len(base))
+        if sweep > 0 and len(base) > 2:
+            rows = _decimated(dms[base], FFA_DM_STEP_DUTY * lo / sweep)
+        fcfg = FfaConfig(period_min_s=lo, period_max_s=hi, snr_min=cfg.ffa_snr)
+        xb = x[torch.from_numpy(rows).to(x.device)]
+        pg = _without_folded_bursts(xb, periodogram(xb, tsamp_s, fcfg), tsamp_s, fcfg)
+        bands.append((base[rows], pg))
+    log_trials = math.log(max(sum(pg.trials for _, pg in bands), 1.0))
     out = []
-    for d, i in peaks(pg, fcfg.snr_min, tobs, cfg.per_trial):
-        # S/N ffa_snr is the threshold: white noise's highest peak over ~1e6 folds is about 6 (so no
-        # sigma cut on top, which would ask for 7.3); the trials-corrected sigma ranks it
-        snr = float(pg.snr[d, i])
-        sigma = -float(ndtri_exp(min(float(log_ndtr(-snr)) + log_trials, math.log(0.5))))
-        j = int(keep[d])
-        out.append(
-            PeriodCandidate(1.0 / float(pg.periods_s[i]), float(dms[j]), sigma, snr, 0, j, search="ffa")
-        )
+    for index, pg in bands:
+        for d, i in peaks(pg, cfg.ffa_snr, tobs, cfg.per_trial):
+            snr = float(pg.snr[d, i])
+            if filterbank and d > 0:
+                width_s = int(pg.width_bins[d, i]) / int(pg.bins[i]) * float(pg.periods_s[i])
+                period = float(pg.periods_s[i])
+                near = max(width_s, period / int(pg.bins[i])) * period / tobs  # a pulse width of drift
+                a, b = np.searchsorted(pg.periods_s, [period - near, period + near], side="left")
+                low = float(pg.snr[0, a : max(b, a + 1)].max())
+                keeps = dispersed_snr_ratio(delays, float(dms[index[d]] - dms[index[0]]), width_s)
+                if low > keeps * snr + UNDISPERSED_MARGIN:
+                    continue
+            # S/N ffa_snr is the threshold: white noise's highest peak over ~1e6 folds is about 6 (so no
+            # sigma cut on top, which would ask for 7.3); the trials-corrected sigma ranks it
+            sigma = -float(ndtri_exp(min(float(log_ndtr(-snr)) + log_trials, math.log(0.5))))
+            j = int(index[d])
+            out.append(
+                PeriodCandidate(1.0 / float(pg.periods_s[i]), float(dms[j]), sigma, snr, 0, j, search="ffa")
+            )
     return out
 
 
 def candidates(
-    series: torch.Tensor, tsamp_s: float, dms: np.ndarray, cfg: PeriodicConfig, sweep_s_per_dm: float = 0.0
+    series: torch.Tensor,
+    tsamp_s: float,
+    dms: np.ndarray,
+    cfg: PeriodicConfig,
+    channel_delays_s: np.ndarray | None = None,
 ) -> tuple[list[PeriodCandidate], int, int]:
     """The search of ``series`` (``(ndm, n)``): the Fourier search's and the FFA's candidates, sifted
-    together; returns ``(sifted, Fourier candidates, FFA candidates)``. ``sweep_s_per_dm`` as for
-    :func:`ffa_candidates` (0: a time series)."""
+    together; returns ``(sifted, Fourier candidates, FFA candidates)``. ``channel_delays_s`` as for
+    :func:`ffa_candidates` (None: a time series)."""
     fourier = fourier_candidates(series, tsamp_s, dms, cfg)
-    ffa = ffa_candidates(series, tsamp_s, dms, cfg, sweep_s_per_dm)
+    ffa = ffa_candidates(series, tsamp_s, dms, cfg, channel_delays_s)
     n = series.shape[1] - series.shape[1] % 2
     return sift(fourier + ffa, n * tsamp_s, len(dms), cfg), len(fourier), len(ffa)
 
 
-#: Bursts taken out of one DM trial's series before its periodogram is trusted (each costs a new one).
-MAX_BURSTS = 4
+#: Single pulses taken out of one DM trial's series before its periodogram is trusted (each round
+#: recomputes the periodogram of the trials that lost one).
+MAX_BURSTS = 8
+
+#: A turn whose on-pulse sum stands this many sigma above what the brightest of a steady pulsar's
+#: turns would is a single pulse, not part of a periodic signal.
+TURN_OUTLIER_SIGMA = 3.0
 
 
-def _without_folded_bursts(
-    x: torch.Tensor, d: int, pg: Periodogram, tsamp_s: float, cfg: FfaConfig
-) -> Periodogram:
-    """The periodogram with row ``d`` recomputed after zeroing, in ``x``, each single pulse that its
-    best peak owed to one turn (:func:`brightest_turn`), up to :data:`MAX_BURSTS` of them."""
+def _without_folded_bursts(x: torch.Tensor, pg: Periodogram, tsamp_s: float, cfg: FfaConfig) -> Periodogram:
+    """The periodogram with the rows of ``x`` recomputed after zeroing, in ``x``, the single pulses that
+    stand out of their best peak's fold (:func:`outlier_turns`), for at most :data:`MAX_BURSTS` rounds;
+    the rows that lost some in a round are recomputed together."""
     for _ in range(MAX_BURSTS):
-        i = int(np.argmax(pg.snr[d]))
-        if pg.snr[d, i] < cfg.snr_min:
+        hit = []
+        for d in range(x.shape[0]):
+            i = int(np.argmax(pg.snr[d]))
+            if pg.snr[d, i] < cfg.snr_min:
+                continue
+            duty = int(pg.width_bins[d, i]) / int(pg.bins[i])
+            spans = outlier_turns(x[d].cpu().numpy(), tsamp_s, float(pg.periods_s[i]), duty)
+            for lo, hi in spans:
+                x[d, lo:hi] = 0.0
+            if spans:
+                hit.append(d)
+        if not hit:
             break
-        duty = int(pg.width_bins[d, i]) / int(pg.bins[i])
-        left, lo, hi = brightest_turn(x[d].cpu().numpy(), tsamp_s, float(pg.periods_s[i]), duty)
-        if left >= 0.5:  # a pulsar: most of its S/N is in the other turns
-            break
-        x[d, lo:hi] = 0.0
-        row = periodogram(x[d : d + 1], tsamp_s, cfg)
-        pg.snr[d], pg.width_bins[d] = row.snr[0], row.width_bins[0]
+        rows = periodogram(x[torch.tensor(hit, device=x.device)], tsamp_s, cfg)
+        pg.snr[hit], pg.width_bins[hit] = rows.snr, rows.width_bins
     return pg
 
 
-def brightest_turn(x: np.ndarray, tsamp_s: float, period_s: float, duty: float) -> tuple[float, int, int]:
-    """How much of a fold's S/N is left without its brightest turn, and where that turn's pulse is.
+def turn_excess(x: np.ndarray, tsamp_s: float, period_s: float, duty: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each turn's on-pulse sum in a fold, as sigmas above what a steady pulsar's brightest turn would
+    reach, and the on-pulse samples of each turn.
 
     Folded over ``m`` turns, one bright burst keeps ``S/N / sqrt(m)`` at every period, so at long
-    periods (few turns) the FFA finds it everywhere. The on-pulse window (the best wrapped boxcar of
-    ``duty`` of a turn) is summed turn by turn: without its brightest turn a pulsar keeps most of its
-    S/N (its sum falls by about ``1/m``), a folded single pulse only noise. Returns ``(the S/N left,
-    as a fraction; first sample; end sample)``, the samples being the brightest boxcar within that
-    turn's window, widened by its own length on each side.
+    periods (few turns) the FFA finds it everywhere, and two or three bursts line up at many periods.
+    The on-pulse window (the best wrapped boxcar of ``duty`` of a turn) is summed turn by turn. A steady
+    pulsar's sums scatter about their median by the noise (the square root of the samples summed), so
+    its brightest is about ``sqrt(2 ln m)`` sigma above the median; a burst stands far above. Returns
+    ``(excess, turn)``: per turn ``(sum / sqrt(samples) - median) - sqrt(2 ln m)`` (``-inf`` for a turn
+    with no on-pulse sample), and the turn of every sample that is on-pulse (-1 elsewhere).
     """
     n = len(x)
     nbins = max(8, min(1024, int(period_s / tsamp_s)))
@@ -303,28 +391,38 @@ def brightest_turn(x: np.ndarray, tsamp_s: float, period_s: float, duty: float) 
     c = np.concatenate([[0.0], np.cumsum(np.concatenate([profile, profile[:w]]))])
     start = int(np.argmax(c[w : w + nbins] - c[:nbins]))
     on = ((phase_bin - start) % nbins) < w
-    per_turn = np.bincount(turn[on], weights=x[on])
-    counts = np.bincount(turn[on])
-    total, samples = float(per_turn.sum()), int(counts.sum())
-    k = int(np.argmax(per_turn))
-    where = np.flatnonzero(on & (turn == k))
-    if total <= 0 or len(where) == 0:
-        return 1.0, 0, 0
-    rest = (total - per_turn[k]) / math.sqrt(max(samples - counts[k], 1))
-    # the pulse within that turn's window: its brightest boxcar (widths 1, 2, 4, ...), widened by its
-    # own length on each side, so a short burst in a wide window costs only its own samples
-    seg = x[where[0] : where[-1] + 1]
-    c = np.concatenate([[0.0], np.cumsum(seg)])
-    best, lo, hi = -np.inf, int(where[0]), int(where[-1]) + 1
-    w = 1
-    while w <= len(seg):
-        snr = (c[w:] - c[:-w]) / math.sqrt(w)
-        j = int(np.argmax(snr))
-        if snr[j] > best:
-            best, lo, hi = float(snr[j]), int(where[0]) + j, int(where[0]) + j + w
-        w *= 2
-    width = hi - lo
-    return float(rest / (total / math.sqrt(samples))), max(0, lo - width), min(n, hi + width)
+    per_turn = np.bincount(turn[on], weights=x[on], minlength=int(turn[-1]) + 1)
+    counts = np.bincount(turn[on], minlength=int(turn[-1]) + 1)
+    full = counts > 0
+    excess = np.full(len(counts), -np.inf)
+    if full.sum() >= 2:
+        z = per_turn[full] / np.sqrt(counts[full])
+        excess[full] = z - np.median(z) - math.sqrt(2 * math.log(full.sum()))
+    return excess, np.where(on, turn, -1)
+
+
+def outlier_turns(x: np.ndarray, tsamp_s: float, period_s: float, duty: float) -> list[tuple[int, int]]:
+    """The single pulses in a fold: for each turn more than :data:`TURN_OUTLIER_SIGMA` above a steady
+    pulsar's brightest (:func:`turn_excess`), ``(first sample, end sample)`` of its brightest boxcar
+    (widths 1, 2, 4, ...) within the turn's on-pulse window, widened by its own length on each side, so a
+    short burst in a wide window costs only its own samples."""
+    excess, turn = turn_excess(x, tsamp_s, period_s, duty)
+    spans = []
+    for k in np.flatnonzero(excess > TURN_OUTLIER_SIGMA):
+        where = np.flatnonzero(turn == k)
+        seg = x[where[0] : where[-1] + 1]
+        c = np.concatenate([[0.0], np.cumsum(seg)])
+        best, lo, hi = -np.inf, int(where[0]), int(where[-1]) + 1
+        w = 1
+        while w <= len(seg):
+            snr = (c[w:] - c[:-w]) / math.sqrt(w)
+            j = int(np.argmax(snr))
+            if snr[j] > best:
+                best, lo, hi = float(snr[j]), int(where[0]) + j, int(where[0]) + j + w
+            w *= 2
+        width = hi - lo
+        spans.append((max(0, lo - width), min(len(x), hi + width)))
+    return spans
 
 
 def _power_threshold(h: int, trials: float, sigma: float) -> float:
@@ -384,9 +482,12 @@ def sift(cands: list[PeriodCandidate], tobs_s: float, ndm: int, cfg: PeriodicCon
 __all__ = [
     "PeriodCandidate",
     "PeriodicConfig",
-    "brightest_turn",
     "candidates",
+    "dispersed_snr_ratio",
     "ffa_candidates",
+    "ffa_dm_step",
     "fourier_candidates",
+    "outlier_turns",
     "sift",
+    "turn_excess",
 ]
