@@ -6,8 +6,9 @@ sensitive, because it folds. For a series cut into ``m`` rows of ``b`` bins, the
 ``m b log2 m`` adds the ``m`` profiles in which row ``r`` is shifted by ``round(r s / (m - 1))`` bins
 (``s = 0 .. m - 1``): the folds at every period from ``b`` to ``b + 1`` bins in steps that drift by one
 bin over the observation. The rows are combined in pairs of halves, the tail half shifted as the
-whole's drift asks (riptide's recursion, written as ``log2 m`` vectorised passes over every DM trial
-at once; the rows are padded with zeros to a power of two, which adds no noise).
+whole's drift asks (riptide's recursion, written as ``log2 m`` vectorised passes over a chunk of DM
+trials at once; the rows are padded with zeros to a power of two, which adds no noise, and of the
+padded transform's profiles the ``m`` one bin of drift apart are scored).
 
 :func:`periodogram` covers ``[period_min, period_max]`` in levels, as riptide does: level ``k`` sums
 the series over ``f_k`` samples (a real number: fractional samples count in part) and folds it at
@@ -19,8 +20,8 @@ samples are folded from the unsummed series at as many bins as they have samples
 scored by the best of its boxcars (widths 1, 2, 3, 4, 6, 8, ... bins up to ``duty_max`` of a turn,
 wrapped in phase): ``S/N = (sum - w mean) / sqrt(m v_w (1 - w / b))``, where ``m`` is the number of
 rows folded and ``v_w`` the noise variance of ``w`` summed bins of unit-variance input (the series is
-normalised and its slow baseline removed first): ``w`` for whole-sample sums, ``w - 1 / (3 f)`` for
-fractional ones, whose edges share samples.
+normalised and its slow baseline removed first): ``w`` for whole-sample sums, ``w - 2 mean(a (1 - a))
+/ f`` for fractional ones, whose edges (at ``a`` of a sample) share samples (:func:`downsample`).
 :func:`peaks` lists the periodogram's maxima from ``snr_min``; :mod:`cudalab.radio.periodic.search`
 makes them candidates.
 """
