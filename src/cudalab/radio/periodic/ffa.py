@@ -161,7 +161,7 @@ class FfaConfig:
 
 
 #: Rows x bins transformed at once by default: on a CPU, what keeps a pass's buffers near the caches
-#: (2^21 took 0.26 s a 60 s trial where 2^24 took 0.40); on a GPU, enough to fill it.
+#: (2^21 took 0.22 s a 60 s trial where 2^24 took 0.35); on a GPU, enough to fill it.
 CHUNK_ELEMENTS = {"cpu": 1 << 21, "cuda": 1 << 25}
 
 
