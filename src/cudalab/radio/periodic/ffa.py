@@ -234,8 +234,8 @@ def periodogram(series: torch.Tensor, tsamp_s: float, cfg: FfaConfig) -> Periodo
     power of two, and of its profiles the ``m`` a bin of drift apart are scored.
     """
     ndm, n = series.shape
-    # the folds, independent of the data: (f, b, rows, rows padded, which profiles, first column)
-    plan: list[tuple[float, int, int, int, NDArray[np.int64], int]] = []
+    # the folds, independent of the data: (f, b, rows, rows padded, which profiles, widths, first column)
+    plan: list[tuple[float, int, int, int, torch.Tensor, list[int], int]] = []
     periods: list[NDArray[np.float64]] = []
     bins: list[NDArray[np.int64]] = []
     trials, col = 0.0, 0
@@ -247,32 +247,32 @@ def periodogram(series: torch.Tensor, tsamp_s: float, cfg: FfaConfig) -> Periodo
             # m of the rows_pow2 profiles (the zero rows make the drift steps finer than the one bin
             # over the m rows that tells periods apart): only those are scored
             s = np.rint(np.arange(m) * (rows_pow2 - 1) / max(m - 1, 1)).astype(np.int64)
-            plan.append((f, b, m, rows_pow2, s, col))
+            widths = boxcar_widths(b, cfg.duty_max)
+            plan.append((f, b, m, rows_pow2, torch.from_numpy(s).to(series.device), widths, col))
             periods.append((b + s / (rows_pow2 - 1)) * f * tsamp_s)
             bins.append(np.full(m, b))
             # independent periods: one per bin of drift over the observation (m of them), per width
-            trials += m * len(boxcar_widths(b, cfg.duty_max))
+            trials += m * len(widths)
             col += m
     snr = np.zeros((ndm, col), np.float32)
     width = np.zeros((ndm, col), np.int16)
     if plan:
         budget = cfg.max_elements or CHUNK_ELEMENTS.get(series.device.type, CHUNK_ELEMENTS["cuda"])
-        chunk = max(1, budget // max(p * b for _, b, _, p, _, _ in plan))
+        chunk = max(1, budget // max(p * b for _, b, _, p, *_ in plan))
         ws = Workspace(series.device, series.dtype)
         for d0 in range(0, ndm, chunk):
             part = series[d0 : d0 + chunk]
             c = _cumsum(part) if any(f != int(f) for f, *_ in plan) else None
             level, x, deficit = -1.0, part, 0.0
-            for f, b, m, rows_pow2, s, col in plan:
+            for f, b, m, rows_pow2, pick, widths, col in plan:
                 if f != level:
                     level = f
                     x, deficit = downsample(part, f, c)
                 rows = ws.get("rows", part.shape[0], rows_pow2, b)
                 rows[:, :m] = x[:, : m * b].reshape(-1, m, b)
                 rows[:, m:] = 0.0  # zero rows add no noise
-                pick = torch.from_numpy(s).to(series.device)
                 profiles = ffa_transform(rows, ws).index_select(1, pick)
-                best, best_w = profile_snr(profiles, m, boxcar_widths(b, cfg.duty_max), ws, deficit)
+                best, best_w = profile_snr(profiles, m, widths, ws, deficit)
                 snr[d0 : d0 + chunk, col : col + m] = best.float().cpu().numpy()
                 width[d0 : d0 + chunk, col : col + m] = best_w.cpu().numpy()
     if not periods:

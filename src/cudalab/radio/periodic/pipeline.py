@@ -195,11 +195,7 @@ def fold_candidate(
         # one, or the FFA's DM step at this period if wider (its trials are far apart at long
         # periods), then around the best of those; a parabola through the highest
         i = cand.dm_index
-        half = (
-            1.5 * ffa_dm_step(cand.period_s, job.search, float(np.ptp(_delays_per_dm(h))))
-            if cand.search == "ffa"
-            else 0.0
-        )
+        half = 1.5 * ffa_dm_step(cand.period_s, job.search, _sweep_per_dm(h)) if cand.search == "ffa" else 0.0
         lo = max(0.0, min(float(dms[max(0, i - 3)]), cand.dm - half))
         hi = max(float(dms[min(len(dms) - 1, i + 3)]), cand.dm + half)
         bins = fold_bins(cand.period_s, h.tsamp_s, job.nbins)  # as many as the final fold: DM narrows a pulse
